@@ -1,0 +1,33 @@
+# Sourced by the recipes: repository root, python, the plugin's --user-dir, device flags.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SHARED_DATA=${SHARED_DATA:-$ROOT/../shared/data}
+PYTHON=${PYTHON:-python}
+die() { echo "error: $*" >&2; exit 1; }
+# fairseq imports --user-dir by the directory's basename: point it at the installed package.
+USER_DIR=$($PYTHON -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("rdrop_fairseq").origin))') \
+  || die "rdrop_fairseq is not installed for $PYTHON (run: bash scripts/setup-venv.sh && . .venv/bin/activate)"
+if [ "$($PYTHON -c 'import torch; print(int(torch.cuda.is_available()))')" = 1 ]; then
+  ON_GPU=1; DEVICE_FLAGS=(--fp16)
+else
+  ON_GPU=0; DEVICE_FLAGS=(--cpu)
+fi
+# binarize DIR SRC TGT: fairseq-preprocess DIR/{train,valid,test}.{SRC,TGT} into DIR, one dictionary.
+binarize() {
+  local log; log=$(mktemp)
+  fairseq-preprocess --source-lang "$2" --target-lang "$3" --joined-dictionary \
+    --trainpref "$1/train" --validpref "$1/valid" --testpref "$1/test" --destdir "$1" \
+    --workers "$(nproc)" > "$log" 2>&1 || { tail -n 20 "$log" >&2; die "fairseq-preprocess failed"; }
+  rm -f "$log"
+}
+# generate_and_score DATA_BIN CHECKPOINT [fairseq-generate options]: decode the test set into
+# CHECKPOINT's name with .test.txt, then score that log with
+# scripts/evaluate.py --tokenized "${evaluate_args[@]}" (scores also saved as .test.json).
+generate_and_score() {
+  local data=$1 checkpoint=$2 log=${2%.pt}.test.txt; shift 2
+  [ -f "$checkpoint" ] || die "no such checkpoint: $checkpoint"
+  fairseq-generate "$data" --user-dir "$USER_DIR" --path "$checkpoint" --gen-subset test \
+    --remove-bpe sentencepiece --batch-size 128 "${DEVICE_FLAGS[@]}" "$@" > "$log.part"
+  mv "$log.part" "$log"
+  $PYTHON "$ROOT/scripts/evaluate.py" --generate-log "$log" --tokenized "${evaluate_args[@]}" \
+    --save-json "${log%.txt}.json"
+}

@@ -1,0 +1,36 @@
+"""Translation task that trains on both R-Drop copies of each batch."""
+
+from dataclasses import dataclass
+
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+from .criterion import LabelSmoothedCrossEntropyRDropCriterion
+from .sample import duplicate_sample
+
+
+@dataclass
+class RDropTranslationConfig(TranslationConfig):
+    pass
+
+
+@register_task("rdrop_translation", dataclass=RDropTranslationConfig)
+class RDropTranslationTask(TranslationTask):
+    """``translation`` whose training step stacks each batch with itself along dim 0, so the
+    two copies see different dropout masks in one forward pass. Validation, generation and
+    ``--eval-bleu`` are exactly those of ``translation``."""
+
+    def build_criterion(self, cfg, from_checkpoint=False):
+        criterion = super().build_criterion(cfg, from_checkpoint)
+        if not isinstance(criterion, LabelSmoothedCrossEntropyRDropCriterion):
+            raise ValueError(
+                "--task rdrop_translation needs --criterion label_smoothed_cross_entropy_rdrop "
+                f"(got {getattr(cfg, '_name', type(criterion).__name__)}); "
+                "for a baseline use --rdrop-alpha 0 or --task translation"
+            )
+        return criterion
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        if criterion.rdrop_alpha > 0:
+            sample = duplicate_sample(sample)
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)

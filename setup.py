@@ -1,0 +1,21 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="rdrop-fairseq",
+    version="0.1.0",
+    description="R-Drop (Regularized Dropout) as a fairseq --user-dir plugin for translation",
+    packages=find_packages(include=["rdrop_fairseq", "rdrop_fairseq.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # stock fairseq 0.12.2 cannot be imported on Python 3.11; this is a prebuilt wheel of
+        # fairseq main (module name `fairseq`). Fallback: fairseq-fixed==0.12.3.1, see README.
+        "ve-fairseq==0.12.3",
+        "torch==2.13.0",
+        "hydra-core==1.3.8",
+        "omegaconf==2.3.1",
+        "sacrebleu==2.6.0",
+        "sentencepiece==0.2.3",
+        "sacremoses==0.2.0",
+    ],
+    extras_require={"test": ["pytest==9.2.0"], "plot": ["matplotlib==3.11.2"]},
+)

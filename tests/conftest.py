@@ -1,0 +1,33 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+USER_DIR = str(ROOT / "rdrop_fairseq")
+BIN = Path(sys.executable).parent
+
+
+def shared(name):
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"{path} not present")
+    return path
+
+
+def run_cli(*args, check=True, env=None, timeout=900):
+    """Run a command with the test interpreter's bin/ on PATH; return the CompletedProcess."""
+    full_env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="2")
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{args[0]} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}"
+            f"\n--- stderr\n{proc.stderr[-5000:]}"
+        )
+    return proc

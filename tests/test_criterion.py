@@ -1,0 +1,241 @@
+"""The R-Drop criterion against an independent from-scratch computation, and against stock
+label_smoothed_cross_entropy where the two must agree exactly."""
+
+import copy
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
+from fairseq.data import Dictionary
+from fairseq.logging import metrics
+
+from rdrop_fairseq.criterion import LabelSmoothedCrossEntropyRDropCriterion as RDrop
+
+from fairseq_fixtures import build, random_sample
+
+EPS = 0.1
+
+
+class KnownOutputModel(torch.nn.Module):
+    """Row i of the (possibly stacked) batch gets the fixed logits ``logits[i]``, so the two
+    copies of a duplicated batch get different, known outputs, as two dropout masks would."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.nn.Parameter(logits.clone())
+        self.batch_sizes = []
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens):
+        self.batch_sizes.append(src_tokens.size(0))
+        return self.logits[: src_tokens.size(0), : prev_output_tokens.size(1)], {"attn": None}
+
+    def get_targets(self, sample, net_output):
+        return sample["target"]
+
+    def get_normalized_probs(self, net_output, log_probs):
+        assert log_probs
+        return F.log_softmax(net_output[0].float(), dim=-1)
+
+    def set_num_updates(self, num_updates):
+        pass
+
+
+def make_criterion(alpha=5.0, prefix=0, sentence_avg=False, report_accuracy=False):
+    task = SimpleNamespace(target_dictionary=Dictionary())
+    return RDrop(task, sentence_avg, EPS, prefix, report_accuracy, rdrop_alpha=alpha)
+
+
+def reference(logits, target, pad, alpha, prefix=0):
+    """Loop over tokens in float64: smoothed-target cross-entropy on both copies, NLL, and
+    ½[KL(P1‖P2)+KL(P2‖P1)] with KL(p‖q) = Σ p log(p/q)."""
+    bsz, tgt_len = target.shape
+    vocab = logits.size(-1)
+    probs = F.softmax(logits.double(), dim=-1)
+    ls = nll = kl = 0.0
+    ntokens = 0
+    for b in range(bsz):
+        for t in range(prefix, tgt_len):
+            y = int(target[b, t])
+            if y == pad:
+                continue
+            ntokens += 1
+            rows = [probs[b, t], probs[bsz + b, t]]
+            for p in rows:
+                smoothed = torch.full((vocab,), EPS / (vocab - 1), dtype=torch.float64)
+                smoothed[y] = 1 - EPS
+                ls += float(-(smoothed * p.log()).sum())
+                nll += float(-p[y].log())
+            p, q = rows
+            kl += 0.5 * float((p * (p / q).log()).sum() + (q * (q / p).log()).sum())
+    return {"loss": ls + alpha * kl, "nll": nll, "kl": kl, "ntokens": ntokens}
+
+
+def known_setup(bsz=3, tgt_len=6, vocab=11, seed=0):
+    d = Dictionary()
+    for i in range(vocab - len(d)):
+        d.add_symbol(f"w{i}")
+    sample = random_sample(d, bsz=bsz, tgt_len=tgt_len, seed=seed)
+    logits = torch.randn(2 * bsz, tgt_len, len(d), generator=torch.Generator().manual_seed(seed))
+    return d, sample, KnownOutputModel(logits)
+
+
+def reduced(logging_outputs):
+    with metrics.aggregate() as agg:
+        RDrop.reduce_metrics(logging_outputs)
+        return agg.get_smoothed_values()
+
+
+@pytest.mark.parametrize("prefix", [0, 1])
+def test_loss_sample_size_and_metrics_match_from_scratch(prefix):
+    d, sample, model = known_setup()
+    crit = make_criterion(alpha=5.0, prefix=prefix)
+    model.train()
+    loss, sample_size, log = crit(model, sample)
+    ref = reference(model.logits.detach(), sample["target"], d.pad(), 5.0, prefix)
+
+    assert model.batch_sizes == [2 * sample["nsentences"]]
+    assert sample_size == sample["ntokens"]  # ONE copy's target tokens
+    assert loss.item() == pytest.approx(ref["loss"], rel=1e-5)
+    assert log["kl_loss"].item() == pytest.approx(ref["kl"], rel=1e-5)
+    values = reduced([log])
+    ln2 = math.log(2)
+    assert values["loss"] == pytest.approx(ref["loss"] / sample_size / ln2, abs=1e-3)
+    # nll_loss and kl_loss per target token of one copy, comparable to validation figures
+    # (divided by the sample's ntokens even with --ignore-prefix-size, as the stock criterion does)
+    assert values["nll_loss"] == pytest.approx(ref["nll"] / 2 / sample["ntokens"] / ln2, abs=1e-3)
+    assert values["kl_loss"] == pytest.approx(ref["kl"] / sample["ntokens"] / ln2, abs=1e-3)
+
+
+def test_gradient_matches_from_scratch_autograd():
+    d, sample, model = known_setup()
+    crit = make_criterion(alpha=3.0)
+    model.train()
+    loss, _, _ = crit(model, sample)
+    loss.backward()
+    logits = model.logits.detach().double().requires_grad_()
+    target, pad, bsz = sample["target"], d.pad(), sample["nsentences"]
+    lp = F.log_softmax(logits, -1)
+    mask = target.ne(pad)
+    vocab = logits.size(-1)
+    smoothed = torch.full((bsz, target.size(1), vocab), EPS / (vocab - 1), dtype=torch.float64)
+    smoothed.scatter_(-1, target.unsqueeze(-1), 1 - EPS)
+    ls = sum(-(smoothed * lp[c * bsz : (c + 1) * bsz]).sum(-1)[mask].sum() for c in (0, 1))
+    p, q = lp[:bsz].exp(), lp[bsz:].exp()
+    kl = 0.5 * ((p - q) * (lp[:bsz] - lp[bsz:])).sum(-1)[mask].sum()
+    (ls + 3.0 * kl).backward()
+    torch.testing.assert_close(model.logits.grad.double(), logits.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_sentence_avg_and_accuracy():
+    d, sample, model = known_setup()
+    crit = make_criterion(sentence_avg=True, report_accuracy=True)
+    model.train()
+    _, sample_size, log = crit(model, sample)
+    assert sample_size == sample["nsentences"]
+    assert log["nsentences"] == sample["nsentences"]
+    preds = model.logits.detach().argmax(-1)
+    mask = sample["target"].ne(d.pad()).repeat(2, 1)
+    target2 = sample["target"].repeat(2, 1)
+    assert log["total"] == int(mask.sum())
+    assert log["n_correct"] == int((preds.eq(target2) & mask).sum())
+
+
+def test_extra_padding_changes_nothing():
+    d, sample, model = known_setup()
+    crit = make_criterion()
+    model.train()
+    loss, size, _ = crit(model, sample)
+    loss.backward()
+
+    padded = copy.deepcopy(sample)
+    extra = torch.full((sample["nsentences"], 3), d.pad())
+    padded["target"] = torch.cat([sample["target"], extra], 1)
+    padded["net_input"]["prev_output_tokens"] = torch.cat(
+        [sample["net_input"]["prev_output_tokens"], extra], 1
+    )
+    garbage = 100 * torch.randn(model.logits.size(0), 3, model.logits.size(2))
+    padded_model = KnownOutputModel(torch.cat([model.logits.detach(), garbage], 1))
+    padded_model.train()
+    padded_loss, padded_size, _ = crit(padded_model, padded)
+    padded_loss.backward()
+
+    assert padded_size == size
+    torch.testing.assert_close(padded_loss, loss)
+    torch.testing.assert_close(padded_model.logits.grad[:, :-3], model.logits.grad)
+    assert padded_model.logits.grad[:, -3:].abs().max() == 0
+
+
+def test_validation_is_stock_one_copy_no_kl():
+    d, sample, model = known_setup()
+    model.eval()
+    ours = make_criterion()(model, sample)
+    stock = LabelSmoothedCrossEntropyCriterion(
+        SimpleNamespace(target_dictionary=d), False, EPS
+    )(model, sample)
+    assert model.batch_sizes == [sample["nsentences"]] * 2
+    assert torch.equal(ours[0], stock[0]) and ours[1] == stock[1]
+    assert "kl_loss" not in ours[2]
+    assert ours[2].keys() == stock[2].keys()
+
+
+def test_criterion_duplicates_an_unduplicated_batch_once(tmp_path):
+    d, sample, model = known_setup()
+    crit = make_criterion()
+    model.train()
+    crit(model, sample)  # e.g. --task translation: the criterion duplicates by itself
+    _, task, _, _ = build(tmp_path)
+    before = copy.deepcopy(sample)
+    optimizer = SimpleNamespace(backward=lambda loss: loss.backward())
+    task.train_step(sample, model, crit, optimizer, update_num=0)
+    n = sample["nsentences"]
+    assert model.batch_sizes == [2 * n, 2 * n]  # never 4n
+    for key in ("target",):
+        assert torch.equal(sample[key], before[key])
+    for key, value in before["net_input"].items():
+        assert torch.equal(sample["net_input"][key], value)
+    assert sample.keys() == before.keys()  # the caller's sample is not mutated
+
+
+def test_alpha_zero_trains_bit_for_bit_like_stock(tmp_path):
+    d_stock = tmp_path / "stock"
+    d_ours = tmp_path / "ours"
+    d_stock.mkdir(), d_ours.mkdir()
+    _, stock_task, stock_model, stock_crit = build(
+        d_stock, task="translation", criterion="label_smoothed_cross_entropy"
+    )
+    _, our_task, our_model, our_crit = build(d_ours, extra=["--rdrop-alpha", "0"])
+    our_model.load_state_dict(stock_model.state_dict())
+    sample = random_sample(stock_task.target_dictionary, bsz=4, tgt_len=7, src_len=6)
+    optimizer = SimpleNamespace(backward=lambda loss: loss.backward())
+    results = []
+    for task, model, crit in [(stock_task, stock_model, stock_crit), (our_task, our_model, our_crit)]:
+        torch.manual_seed(123)  # same dropout masks
+        results.append(task.train_step(sample, model, crit, optimizer, update_num=0))
+    (stock_loss, stock_size, stock_log), (loss, size, log) = results
+    assert torch.equal(loss, stock_loss) and size == stock_size
+    assert log.keys() == stock_log.keys()
+    for (name, p), q in zip(our_model.named_parameters(), stock_model.parameters()):
+        assert torch.equal(p.grad, q.grad), name
+
+
+def test_rdrop_task_with_real_transformer_trains_on_two_copies(tmp_path):
+    _, task, model, crit = build(tmp_path, extra=["--rdrop-alpha", "5"])
+    sample = random_sample(task.target_dictionary, bsz=4, tgt_len=7, src_len=6)
+    optimizer = SimpleNamespace(backward=lambda loss: loss.backward())
+    loss, size, log = task.train_step(sample, model, crit, optimizer, update_num=0)
+    assert size == sample["ntokens"] and log["nsentences"] == 4
+    assert log["kl_loss"] > 0  # dropout made the two copies differ
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_negative_alpha_is_rejected():
+    with pytest.raises(ValueError, match="--rdrop-alpha"):
+        make_criterion(alpha=-1.0)
+
+
+def test_rdrop_task_rejects_a_foreign_criterion(tmp_path):
+    with pytest.raises(ValueError, match="label_smoothed_cross_entropy_rdrop"):
+        build(tmp_path, criterion="label_smoothed_cross_entropy")

@@ -1,0 +1,165 @@
+"""scripts/evaluate.py against the sacrebleu and fairseq-score command lines."""
+
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "evaluate.py"
+DATA = ROOT.parent / "shared" / "data"
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} not available")
+
+
+def evaluate(*args):
+    result = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+    return result
+
+
+def evaluate_json(*args):
+    result = evaluate(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def degrade(lines, seed, drop=0.15):
+    """A deterministic 'system output': the reference with words dropped and swapped."""
+    rng = random.Random(seed)
+    out = []
+    for line in lines:
+        words = [w for w in line.split() if rng.random() > drop]
+        if len(words) > 2 and rng.random() < 0.5:
+            i = rng.randrange(len(words) - 1)
+            words[i], words[i + 1] = words[i + 1], words[i]
+        out.append(" ".join(words))
+    return out
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    """Multi30k val references with two degraded systems, as plain files."""
+    folder = tmp_path_factory.mktemp("plain")
+    refs = (DATA / "multi30k-de-en" / "val.en").read_text(encoding="utf-8").splitlines()
+    for name, lines in [("ref", refs), ("hyp", degrade(refs, 1, 0.1)), ("base", degrade(refs, 2, 0.2))]:
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory):
+    """IWSLT tokenized references (with <unk>) and a degraded system with a shared <unk>."""
+    folder = tmp_path_factory.mktemp("tok")
+    refs = (DATA / "iwslt14-de-en" / "reference-tokenized" / "IWSLT14.TED.tst2010.de-en.en").read_text(
+        encoding="utf-8").splitlines()
+    refs[3] = "<unk> " + refs[3]
+    hyps = degrade(refs, 3)
+    hyps[3] = "<unk> " + hyps[3]
+    (folder / "ref").write_text("\n".join(refs) + "\n", encoding="utf-8")
+    (folder / "hyp").write_text("\n".join(hyps) + "\n", encoding="utf-8")
+    return folder
+
+
+def sacrebleu_cli(*args):
+    result = subprocess.run([str(BIN / "sacrebleu"), *map(str, args), "--format", "json"],
+                            capture_output=True, text=True, check=True)
+    scores = json.loads(result.stdout)
+    return scores if isinstance(scores, list) else [scores]
+
+
+def fairseq_score(sys_path, ref_path):
+    result = subprocess.run([str(BIN / "fairseq-score"), "--sys", str(sys_path), "--ref", str(ref_path)],
+                            capture_output=True, text=True, check=True)
+    return float(re.search(r"BLEU4 = ([0-9.]+)", result.stdout).group(1))
+
+
+def test_plain_files_equal_sacrebleu_cli(plain):
+    ours = evaluate_json("--hyp", plain / "hyp", "--ref", plain / "ref", "--baseline-hyp", plain / "base")
+    bleu, chrf = sacrebleu_cli(plain / "ref", "-i", plain / "hyp", "-m", "bleu", "chrf", "-w", "4")
+    assert f"{ours['bleu']:.4f}" == f"{bleu['score']:.4f}"
+    assert ours["signature"] == bleu["signature"]
+    assert f"{ours['chrf']:.4f}" == f"{chrf['score']:.4f}"
+    assert ours["chrf_signature"] == chrf["signature"]
+    assert ours["n"] == 1014
+
+    baseline, system = sacrebleu_cli(plain / "ref", "-i", plain / "base", plain / "hyp", "-m", "bleu", "--paired-bs")
+    assert ours["p_value"] == pytest.approx(system["BLEU"]["p_value"], abs=1e-12)
+    assert ours["baseline_bleu"] == pytest.approx(baseline["BLEU"]["score"], abs=1e-9)
+    assert ours["bleu"] > ours["baseline_bleu"] and ours["p_value"] < 0.05
+
+
+def test_tokenized_bleu_equals_fairseq_score(tokenized, tmp_path):
+    ours = evaluate_json("--hyp", tokenized / "hyp", "--ref", tokenized / "ref", "--tokenized")
+    assert round(ours["tok_bleu"], 2) == fairseq_score(tokenized / "hyp", tokenized / "ref")
+
+    if shutil.which("perl") is None:
+        pytest.skip("perl not available for compound_split_bleu.sh's one-liner")
+    for name in ("hyp", "ref"):  # the splitting step of fairseq's scripts/compound_split_bleu.sh
+        with open(tokenized / name) as fin, open(tmp_path / name, "w") as fout:
+            subprocess.run(["perl", "-ple", r"s{(\S)-(\S)}{$1 ##AT##-##AT## $2}g"], stdin=fin, stdout=fout, check=True)
+    assert round(ours["compound_bleu"], 2) == fairseq_score(tmp_path / "hyp", tmp_path / "ref")
+    assert ours["compound_bleu"] != ours["tok_bleu"]
+
+
+def test_tokenized_input_is_detokenized_for_sacrebleu(tokenized, tmp_path):
+    """--tokenized: sacreBLEU of the Moses-detokenized text, as the CLI scores detokenized files."""
+    from sacremoses import MosesDetokenizer
+
+    detok = MosesDetokenizer("en").detokenize
+    for name in ("hyp", "ref"):
+        lines = (tokenized / name).read_text(encoding="utf-8").splitlines()
+        (tmp_path / name).write_text("\n".join(detok(line.split()) for line in lines) + "\n", encoding="utf-8")
+    ours = evaluate_json("--hyp", tokenized / "hyp", "--ref", tokenized / "ref", "--tokenized")
+    (bleu,) = sacrebleu_cli(tmp_path / "ref", "-i", tmp_path / "hyp", "-m", "bleu", "-w", "4")
+    assert f"{ours['bleu']:.4f}" == f"{bleu['score']:.4f}"
+    assert "&quot;" not in (tmp_path / "ref").read_text() and "&quot;" in (tokenized / "ref").read_text()
+
+
+def test_generate_log(tokenized, tmp_path):
+    hyps = (tokenized / "hyp").read_text(encoding="utf-8").splitlines()[:50]
+    refs = (tokenized / "ref").read_text(encoding="utf-8").splitlines()[:50]
+    log = ["2024-01-01 00:00:00 | INFO | fairseq_cli.generate | loading model(s)"]
+    for i in random.Random(0).sample(range(50), 50):  # fairseq prints sentences by length, not id
+        log += [f"S-{i}\tquelle {i}", f"T-{i}\t{refs[i]}", f"H-{i}\t-0.5\t{hyps[i]}",
+                f"D-{i}\t-0.5\t{hyps[i]}", f"P-{i}\t-0.1 -0.2"]
+    log.append("Generate test with beam=5: BLEU4 = 1.00, 1.0/1.0/1.0/1.0 (BP=1.000)")
+    (tmp_path / "gen.txt").write_text("\n".join(log) + "\n", encoding="utf-8")
+    (tmp_path / "hyp").write_text("\n".join(hyps) + "\n", encoding="utf-8")
+    (tmp_path / "ref").write_text("\n".join(refs) + "\n", encoding="utf-8")
+    from_log = evaluate_json("--generate-log", tmp_path / "gen.txt", "--tokenized")
+    from_files = evaluate_json("--hyp", tmp_path / "hyp", "--ref", tmp_path / "ref", "--tokenized")
+    assert from_log == from_files and from_log["n"] == 50
+
+    text = evaluate("--generate-log", tmp_path / "gen.txt", "--tokenized",
+                    "--baseline-generate-log", tmp_path / "gen.txt")
+    assert text.returncode == 0, text.stderr
+    assert f"BLEU = {from_log['bleu']:.2f} (nrefs:1|" in text.stdout
+    assert f"baseline BLEU = {from_log['bleu']:.2f}, paired bootstrap p = " in text.stdout
+
+
+def test_errors(plain, tmp_path):
+    (tmp_path / "short").write_text("one line\n", encoding="utf-8")
+    result = evaluate("--hyp", tmp_path / "short", "--ref", plain / "ref")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: different numbers of sentences ({tmp_path / 'short'}: 1, {plain / 'ref'}: 1014)")
+
+    result = evaluate("--hyp", tmp_path / "missing", "--ref", plain / "ref")
+    assert (result.returncode, result.stderr.strip()) == (1, f"error: no such file: {tmp_path / 'missing'}")
+
+    (tmp_path / "latin1").write_bytes("café\n".encode("latin-1"))
+    result = evaluate("--hyp", tmp_path / "latin1", "--ref", plain / "ref")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {tmp_path / 'latin1'}: line 1 is not valid UTF-8")
+
+    result = evaluate("--generate-log", plain / "ref")
+    assert (result.returncode, result.stderr.strip()) == (
+        1, f"error: {plain / 'ref'}: no H- lines: not a fairseq-generate log")
+
+    assert evaluate("--hyp", plain / "hyp").returncode == 2  # usage error: --ref missing
