@@ -2,6 +2,7 @@
 """Score translations with sacreBLEU, tokenized BLEU and compound-split BLEU.
 
   evaluate.py --hyp FILE --ref FILE [--baseline-hyp FILE] [--json]
+  evaluate.py --generate-log FILE [--ref FILE] [--write-hyp FILE] [--baseline-hyp FILE] [--json]
   evaluate.py --generate-log FILE [--baseline-generate-log FILE] --tokenized [--lang L]
               [--raw-ref FILE] [--json] [--save-json FILE]
 
@@ -127,7 +128,10 @@ def get_parser():
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--hyp", help="hypotheses, one a line (needs --ref)")
     source.add_argument("--generate-log", help="fairseq-generate output (H-/T- lines)")
-    parser.add_argument("--ref", help="references, one a line")
+    parser.add_argument("--ref", help="references, one a line (with --generate-log: used "
+                        "instead of its T- lines, e.g. the raw untokenized test file)")
+    parser.add_argument("--write-hyp", metavar="FILE",
+                        help="also write the hypotheses, one a line in sentence order, to FILE")
     baseline = parser.add_mutually_exclusive_group()
     baseline.add_argument("--baseline-hyp", help="a baseline's hypotheses: adds p_value")
     baseline.add_argument("--baseline-generate-log", help="a baseline's fairseq-generate log")
@@ -143,14 +147,18 @@ def get_parser():
 def main(argv=None):
     parser = get_parser()
     args = parser.parse_args(argv)
-    if (args.hyp is None) != (args.ref is None):
-        parser.error("--hyp and --ref go together")
+    if args.hyp is not None and args.ref is None:
+        parser.error("--hyp needs --ref")
     if args.raw_ref and not args.tokenized:
         parser.error("--raw-ref needs --tokenized")
     try:
         if args.generate_log:
-            hyps, refs = read_generate_log(args.generate_log)
+            hyps, log_refs = read_generate_log(args.generate_log)
             named = [(args.generate_log, hyps)]
+            refs = log_refs
+            if args.ref:
+                refs = read_lines(args.ref)
+                named.append((args.ref, refs))
         else:
             hyps, refs = read_lines(args.hyp), read_lines(args.ref)
             named = [(args.hyp, hyps), (args.ref, refs)]
@@ -160,7 +168,7 @@ def main(argv=None):
             named.append((args.baseline_hyp, baseline))
         elif args.baseline_generate_log:
             baseline, baseline_refs = read_generate_log(args.baseline_generate_log)
-            if baseline_refs != refs:
+            if baseline_refs != (log_refs if args.generate_log else refs):
                 raise InputError(f"{args.baseline_generate_log}: references differ from the system's")
             named.append((args.baseline_generate_log, baseline))
         raw_refs = None
@@ -171,6 +179,9 @@ def main(argv=None):
     except InputError as e:
         sys.exit(f"error: {e}")
     result = evaluate(hyps, refs, baseline, args.tokenized, args.lang, raw_refs)
+    if args.write_hyp:
+        with open(args.write_hyp, "w", encoding="utf-8") as f:
+            f.writelines(h + "\n" for h in hyps)
     print(json.dumps(result, ensure_ascii=False) if args.json else format_text(result))
     if args.save_json:
         with open(args.save_json, "w", encoding="utf-8") as f:

@@ -1,16 +1,16 @@
 """scripts/average_checkpoints.py: the mean of the last N epoch checkpoints."""
 
-import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "average_checkpoints.py"
+from conftest import ROOT, run_cli
+
+SCRIPT = ROOT / "scripts" / "average_checkpoints.py"
 
 
 def run(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+    return run_cli(sys.executable, SCRIPT, *args, check=False)
 
 
 def test_averages_last_epoch_checkpoints(tmp_path):

@@ -6,21 +6,16 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "evaluate.py"
-DATA = ROOT.parent / "shared" / "data"
-BIN = Path(sys.executable).parent
+from conftest import ROOT, run_cli, shared
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} not available")
+SCRIPT = ROOT / "scripts" / "evaluate.py"
 
 
 def evaluate(*args):
-    result = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
-    return result
+    return run_cli(sys.executable, SCRIPT, *args, check=False)
 
 
 def evaluate_json(*args):
@@ -46,7 +41,7 @@ def degrade(lines, seed, drop=0.15):
 def plain(tmp_path_factory):
     """Multi30k val references with two degraded systems, as plain files."""
     folder = tmp_path_factory.mktemp("plain")
-    refs = (DATA / "multi30k-de-en" / "val.en").read_text(encoding="utf-8").splitlines()
+    refs = (shared("multi30k-de-en") / "val.en").read_text(encoding="utf-8").splitlines()
     for name, lines in [("ref", refs), ("hyp", degrade(refs, 1, 0.1)), ("base", degrade(refs, 2, 0.2))]:
         (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
@@ -56,7 +51,7 @@ def plain(tmp_path_factory):
 def tokenized(tmp_path_factory):
     """IWSLT tokenized references (with <unk>) and a degraded system with a shared <unk>."""
     folder = tmp_path_factory.mktemp("tok")
-    refs = (DATA / "iwslt14-de-en" / "reference-tokenized" / "IWSLT14.TED.tst2010.de-en.en").read_text(
+    refs = (shared("iwslt14-de-en") / "reference-tokenized" / "IWSLT14.TED.tst2010.de-en.en").read_text(
         encoding="utf-8").splitlines()
     refs[3] = "<unk> " + refs[3]
     hyps = degrade(refs, 3)
@@ -67,15 +62,13 @@ def tokenized(tmp_path_factory):
 
 
 def sacrebleu_cli(*args):
-    result = subprocess.run([str(BIN / "sacrebleu"), *map(str, args), "--format", "json"],
-                            capture_output=True, text=True, check=True)
+    result = run_cli("sacrebleu", *args, "--format", "json")
     scores = json.loads(result.stdout)
     return scores if isinstance(scores, list) else [scores]
 
 
 def fairseq_score(sys_path, ref_path):
-    result = subprocess.run([str(BIN / "fairseq-score"), "--sys", str(sys_path), "--ref", str(ref_path)],
-                            capture_output=True, text=True, check=True)
+    result = run_cli("fairseq-score", "--sys", sys_path, "--ref", ref_path)
     return float(re.search(r"BLEU4 = ([0-9.]+)", result.stdout).group(1))
 
 

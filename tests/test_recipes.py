@@ -1,26 +1,20 @@
 """prepare-iwslt14.sh and prepare-wmt14en2de.sh on the shared partial data: prepare -> binarize."""
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ROOT / "examples" / "translation"
-DATA = ROOT.parent / "shared" / "data"
-IWSLT = DATA / "iwslt14-de-en"
-WMT = DATA / "wmt14-en-de"
-IWSLT_TESTS = ["IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010", "IWSLT14.TED.tst2011"]
+from conftest import ROOT, SHARED_DATA, run_cli, shared
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} not available")
+RECIPES = ROOT / "examples" / "translation"
+IWSLT = SHARED_DATA / "iwslt14-de-en"
+WMT = SHARED_DATA / "wmt14-en-de"
+IWSLT_TESTS = ["IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010", "IWSLT14.TED.tst2011"]
 
 
 def run_recipe(name, *args):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHON": sys.executable}
-    return subprocess.run(["bash", str(RECIPES / name), *map(str, args)], capture_output=True, text=True, env=env)
+    return run_cli("bash", RECIPES / name, *args, check=False, env={"PYTHON": sys.executable})
 
 
 def lines(path):
@@ -44,17 +38,18 @@ def assert_binarized(out, src, tgt):
 def iwslt_orig(tmp_path):
     """An IWSLT14 orig/ folder: the four real dev/test XML files; train.tags and tst2012 made from
     the TED toy corpus (the real ones are not available offline)."""
+    shared("iwslt14-de-en"), shared("ted-toy-de-en")
     orig = tmp_path / "orig"
     orig.mkdir()
     for name in IWSLT_TESTS:
         for lang in ("de", "en"):
             (orig / f"{name}.de-en.{lang}.xml").symlink_to(IWSLT / "orig" / f"{name}.de-en.{lang}.xml")
     for lang in ("de", "en"):
-        toy = lines(DATA / "ted-toy-de-en" / f"train.{lang}")
+        toy = lines(SHARED_DATA / "ted-toy-de-en" / f"train.{lang}")
         header = ["<url>http://www.ted.com/talks/a.html</url>", "<keywords>talks</keywords>",
                   "<talkid>1</talkid>", f"<title>Title {lang}</title>", f"<description>About {lang}</description>"]
         (orig / f"train.tags.de-en.{lang}").write_text("\n".join(header + toy) + "\n", encoding="utf-8")
-        segs = [f'<seg id="{i}"> {line} </seg>' for i, line in enumerate(lines(DATA / "ted-toy-de-en" / f"test.{lang}"), 1)]
+        segs = [f'<seg id="{i}"> {line} </seg>' for i, line in enumerate(lines(SHARED_DATA / "ted-toy-de-en" / f"test.{lang}"), 1)]
         (orig / f"IWSLT14.TED.tst2012.de-en.{lang}.xml").write_text(
             "\n".join(["<mteval>", *segs, "</mteval>"]) + "\n", encoding="utf-8")
     return orig
@@ -76,6 +71,7 @@ def test_prepare_iwslt14(iwslt_orig, tmp_path):
 
 
 def test_prepare_wmt14_partial_data(tmp_path):
+    shared("wmt14-en-de")
     out = tmp_path / "wmt14"
     result = run_recipe("prepare-wmt14en2de.sh", "--orig", WMT, "--out", out, "--vocab-size", 2000,
                         "--train-tok", WMT / "train-sample.tok", "--valid-tok", WMT / "newstest2012.tok")
@@ -98,7 +94,8 @@ def test_missing_input_file(iwslt_orig, tmp_path):
     assert result.stderr.strip().splitlines()[-1] == f"error: missing file: {iwslt_orig}/IWSLT14.TED.tst2011.de-en.en.xml"
     assert not out.exists()
 
-    result = run_recipe("prepare-wmt14en2de.sh", "--orig", WMT, "--out", out, "--train-tok", WMT / "train-sample.tok")
+    result = run_recipe("prepare-wmt14en2de.sh", "--orig", shared("wmt14-en-de"), "--out", out,
+                        "--train-tok", WMT / "train-sample.tok")
     assert result.returncode != 0
     assert "error: missing file: newstest2013.en" in result.stderr
     assert not out.exists()

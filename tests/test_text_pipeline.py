@@ -1,32 +1,29 @@
 """scripts/text_pipeline.py: conformance with fairseq's perl pipeline, the filters, bad input."""
 
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, run_cli, shared
+
 sys.path.insert(0, str(ROOT / "scripts"))
 import text_pipeline  # noqa: E402
 
 SCRIPT = ROOT / "scripts" / "text_pipeline.py"
-IWSLT = ROOT.parent / "shared" / "data" / "iwslt14-de-en"
 TEST_SETS = ["IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010", "IWSLT14.TED.tst2011"]
 
 
 def run(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+    return run_cli(sys.executable, SCRIPT, *args, check=False)
 
 
 @pytest.mark.parametrize("lang", ["de", "en"])
 @pytest.mark.parametrize("name", TEST_SETS)
 def test_matches_fairseq_perl_pipeline(name, lang):
     """Extract, tokenize and lowercase as prepare-iwslt14.sh: >= 99.9 % identical lines."""
-    if not IWSLT.is_dir():
-        pytest.skip(f"{IWSLT} not available")
-    xml = IWSLT / "orig" / f"{name}.de-en.{lang}.xml"
-    reference = text_pipeline.read_lines(IWSLT / "reference-tokenized" / f"{name}.de-en.{lang}")
+    iwslt = shared("iwslt14-de-en")
+    xml = iwslt / "orig" / f"{name}.de-en.{lang}.xml"
+    reference = text_pipeline.read_lines(iwslt / "reference-tokenized" / f"{name}.de-en.{lang}")
     segments = list(text_pipeline.extract_xml(text_pipeline.iter_lines(xml)))
     ours = list(text_pipeline.tokenize_lines(segments, lang=lang, lowercase=True))
     assert len(ours) == len(reference)

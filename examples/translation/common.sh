@@ -1,6 +1,8 @@
 # Sourced by the recipes: repository root, python, the plugin's --user-dir, device flags.
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SHARED_DATA=${SHARED_DATA:-$ROOT/../shared/data}
+# the repository's own .venv (scripts/setup-venv.sh) when there is one and no PYTHON is given
+if [ -z "${PYTHON:-}" ] && [ -x "$ROOT/.venv/bin/python" ]; then export PATH="$ROOT/.venv/bin:$PATH"; fi
 PYTHON=${PYTHON:-python}
 die() { echo "error: $*" >&2; exit 1; }
 # fairseq imports --user-dir by the directory's basename: point it at the installed package.
