@@ -65,6 +65,8 @@ def _pairs(path):
 def check_dictionaries(data, source_lang, target_lang):
     """Every data directory exists and the first holds ``dict.{src,tgt}.txt`` (what the
     translation task's ``setup_task`` reads)."""
+    if not data:
+        return  # fairseq reports it
     paths = utils.split_paths(data)
     for path in filter(_local, paths):
         if not os.path.isdir(path):

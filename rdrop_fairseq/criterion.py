@@ -12,6 +12,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 )
 from fairseq.logging import metrics
 
+from .cli_errors import UsageError
 from .kl import symmetric_kl
 from .sample import duplicate_sample
 
@@ -51,8 +52,9 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         super().__init__(
             task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy
         )
-        if not (isinstance(rdrop_alpha, (int, float)) and rdrop_alpha >= 0):
-            raise ValueError(f"--rdrop-alpha must be a number >= 0, got {rdrop_alpha!r}")
+        if not (isinstance(rdrop_alpha, (int, float)) and math.isfinite(rdrop_alpha)
+                and rdrop_alpha >= 0):
+            raise UsageError(f"--rdrop-alpha must be a finite number >= 0, got {rdrop_alpha!r}")
         self.rdrop_alpha = float(rdrop_alpha)
 
     def forward(self, model, sample, reduce=True):

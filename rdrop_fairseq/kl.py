@@ -14,6 +14,11 @@ from torch.autograd.function import once_differentiable
 CHUNK_ROWS = 128
 
 
+def _log_ratio(a, b):
+    """``a − b``, but 0 where ``a == b``: a token masked to −inf in both copies adds 0, not NaN."""
+    return (a - b).masked_fill_(a == b, 0.0)
+
+
 class SymmetricKL(torch.autograd.Function):
     """``½ Σ (exp(lp) − exp(lq)) (lp − lq)`` summed over all elements."""
 
@@ -27,7 +32,7 @@ class SymmetricKL(torch.autograd.Function):
         for start in range(0, lp2.size(0), chunk_rows):
             a = lp2[start : start + chunk_rows].to(dtype)
             b = lq2[start : start + chunk_rows].to(dtype)
-            total += (a.exp() - b.exp()).mul_(a - b).sum()
+            total += (a.exp() - b.exp()).mul_(_log_ratio(a, b)).sum()
         ctx.save_for_backward(lp, lq)
         ctx.chunk_rows = chunk_rows
         return total.mul_(0.5)
@@ -47,7 +52,7 @@ class SymmetricKL(torch.autograd.Function):
             rows = slice(start, start + ctx.chunk_rows)
             a, b = lp2[rows].to(dtype), lq2[rows].to(dtype)
             p, q = a.exp(), b.exp()
-            diff = a - b
+            diff = _log_ratio(a, b)
             p_minus_q = p - q
             if grad_lp is not None:
                 grad_lp.view(-1, vocab)[rows] = p.mul_(diff).add_(p_minus_q).mul_(half)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
+from .cli_errors import UsageError, check_dictionaries, missing_data_error
 from .criterion import LabelSmoothedCrossEntropyRDropCriterion
 from .sample import duplicate_sample
 
@@ -20,10 +21,23 @@ class RDropTranslationTask(TranslationTask):
     two copies see different dropout masks in one forward pass. Validation, generation and
     ``--eval-bleu`` are exactly those of ``translation``."""
 
+    @classmethod
+    def setup_task(cls, cfg, **kwargs):
+        check_dictionaries(cfg.data, cfg.source_lang, cfg.target_lang)
+        return super().setup_task(cfg, **kwargs)
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        try:
+            return super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
+        except FileNotFoundError as e:
+            raise missing_data_error(
+                e, self.cfg.data, split, self.cfg.source_lang, self.cfg.target_lang
+            ) from e
+
     def build_criterion(self, cfg, from_checkpoint=False):
         criterion = super().build_criterion(cfg, from_checkpoint)
         if not isinstance(criterion, LabelSmoothedCrossEntropyRDropCriterion):
-            raise ValueError(
+            raise UsageError(
                 "--task rdrop_translation needs --criterion label_smoothed_cross_entropy_rdrop "
                 f"(got {getattr(cfg, '_name', type(criterion).__name__)}); "
                 "for a baseline use --rdrop-alpha 0 or --task translation"

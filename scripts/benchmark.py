@@ -290,12 +290,12 @@ def time_train_steps(tokens, vocab, device, dtype, repeats):
     with tempfile.TemporaryDirectory() as folder:
         task, model, optimizer, criteria = build_iwslt_setup(folder, vocab, device, dtype)
     batch = random_batch(task.source_dictionary, tokens, device)
+    # warm-up: the model on the doubled batch, i.e. on the tensor sizes of every variant
+    timed_train_step("baseline", task, model, optimizer, criteria["baseline"], batch)
     seconds = {variant: [] for variant in STEP_VARIANTS}
-    for r in range(-1, repeats):  # r = -1: warm-up
+    for r in range(repeats):
         for variant in STEP_VARIANTS[r % 3 :] + STEP_VARIANTS[: r % 3]:
-            step = timed_train_step(variant, task, model, optimizer, criteria[variant], batch)
-            if r >= 0:
-                seconds[variant].append(step)
+            seconds[variant].append(timed_train_step(variant, task, model, optimizer, criteria[variant], batch))
     ms = {v: 1e3 * statistics.median(s) for v, s in seconds.items()}
     return {
         "tokens_per_copy": batch["ntokens"],
@@ -341,13 +341,14 @@ def loss_row(tokens, vocab, device, dtype, threads, repeats, max_gb):
     return row
 
 
-def run_benchmark(loss_sizes, step_tokens, step_vocab, device, dtype, threads, repeats, max_gb):
+def run_benchmark(loss_sizes, step_tokens, step_vocab, device, dtype, threads, repeats,
+                  step_repeats, max_gb):
     torch.set_num_threads(threads)
     loss = []
     for tokens, vocab in loss_sizes:
         loss.append(loss_row(tokens, vocab, device, dtype, threads, repeats, max_gb))
         print(f"| loss N={tokens} V={vocab}: {json.dumps(loss[-1])}", file=sys.stderr)
-    step = time_train_steps(step_tokens, step_vocab, device, dtype, repeats)
+    step = time_train_steps(step_tokens, step_vocab, device, dtype, step_repeats)
     print(f"| step: {json.dumps(step)}", file=sys.stderr)
     headline = next(
         (row for row in loss if (row["tokens"], row["vocab"]) == HEADLINE_SIZE and "ms" in row),
@@ -361,7 +362,8 @@ def run_benchmark(loss_sizes, step_tokens, step_vocab, device, dtype, threads, r
         "headline_size": {"tokens": headline["tokens"], "vocab": headline["vocab"]},
         "machine": machine_info(device, threads),
         "config": {"device": str(device), "dtype": str(dtype).split(".")[-1], "repeats": repeats,
-                   "alpha": ALPHA, "label_smoothing": EPS, "max_gb": max_gb},
+                   "step_repeats": step_repeats, "alpha": ALPHA, "label_smoothing": EPS,
+                   "max_gb": max_gb},
         "loss": loss,
         "step": step,
     }
@@ -371,7 +373,8 @@ def markdown(result):
     m, c = result["machine"], result["config"]
     lines = [
         f"R-Drop benchmark: {m['device']} ({m['cpu']}), torch {m['torch']}, {m['threads']} threads, "
-        f"{c['dtype']} logits, median of {c['repeats']} interleaved repeats.",
+        f"{c['dtype']} logits, medians of {c['repeats']} (loss) and {c['step_repeats']} (step) "
+        "interleaved repeats.",
         "",
         f"Headline (N={result['headline_size']['tokens']}, V={result['headline_size']['vocab']}): "
         f"KL overhead {result['kl_speedup_vs_official']:.2f}x faster than the official formula, "
@@ -418,7 +421,9 @@ def get_parser():
     parser.add_argument("--device", type=torch.device, default=torch.device("cpu"))
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                         help="dtype of the logits (and of the model in the step benchmark)")
-    parser.add_argument("--repeats", type=int, help="timed repeats (default 5, 3 with --quick)")
+    parser.add_argument("--repeats", type=int, help="timed loss repeats (default 5, 3 with --quick)")
+    parser.add_argument("--step-repeats", type=int,
+                        help="timed training-step repeats (default 5, 1 with --quick)")
     parser.add_argument("--max-gb", type=float, default=12.0,
                         help="skip loss sizes whose estimated peak exceeds this")
     parser.add_argument("--step-tokens", type=int,
@@ -445,6 +450,7 @@ def main(argv=None):
         dtype=dtype,
         threads=args.threads,
         repeats=args.repeats or (3 if args.quick else 5),
+        step_repeats=args.step_repeats or (1 if args.quick else 5),
         max_gb=args.max_gb,
     )
     out = args.out or DEFAULT_OUT / f"{args.device.type}{'-quick' if args.quick else ''}.json"

@@ -82,7 +82,7 @@ def test_training_logs_kl_and_the_loss_falls(trained):
 
 def test_resume_continues_from_the_saved_update_count(trained):
     save, _, second = trained
-    assert "loaded checkpoint" in second and "@ 100 updates" in second
+    assert "Loaded checkpoint" in second and "@ 100 updates" in second
     updates = [int(r["num_updates"]) for r in json_records(second, '"num_updates"')
                if "num_updates" in r]
     assert updates and min(updates) > 100 and max(updates) == 200

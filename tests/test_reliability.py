@@ -2,28 +2,34 @@
 training, reduced precision, edge batches, bad input, determinism. Everything runs fairseq's real
 command lines on the real TED toy corpus with a 1-layer, 16-dim Transformer on the CPU.
 
-What holds, measured on CPU (torch 2.13, fairseq 0.12.3):
+What holds, measured on CPU (torch 2.13, fairseq 0.12.3, OMP_NUM_THREADS=1):
 
 - Resume is bit-exact. A run killed with SIGKILL two updates after a mid-epoch checkpoint
-  (epoch 1, 4 of 13 batches) and resumed with the same command ends, 12 updates and one epoch
-  boundary later, with parameters, Adam moments and LR-scheduler state *equal* (torch.equal) to
-  an uninterrupted run, and logs the same loss curve. Why it can: fairseq re-seeds torch's RNG
-  with ``seed + num_updates`` before every update (so the dropout masks of update k do not depend
-  on what ran before), shuffles each epoch with ``seed + epoch``, and stores the iterator position
-  (``iterations_in_epoch``), optimizer and scheduler state in the checkpoint. The two updates
-  done after the checkpoint are lost and redone identically. What does not hold: the training
-  meters (``wall``, ``wps``) restart, and the ``train`` line at the end of the interrupted epoch
-  averages only the updates of the resumed process.
-- 2 processes (gloo, legacy_ddp, our launcher) vs 1 process with ``--update-freq 2``: final
-  parameters equal to within 1e-6 (measured: 0.0) and identical logged loss/nll_loss/kl_loss,
+  (update 4 of a 13-batch epoch) and resumed with the same command ends, 12 updates and one
+  epoch boundary later, with parameters, Adam moments and LR-scheduler state *equal*
+  (torch.equal) to those of an uninterrupted run, and logs the same loss curve to the last digit.
+  Why it can: fairseq re-seeds torch's RNG with ``seed + num_updates`` before every update (the
+  dropout masks of update k do not depend on what ran before), shuffles each epoch with
+  ``seed + epoch``, and the checkpoint holds the iterator position (``iterations_in_epoch``),
+  optimizer and scheduler state. The updates done after the checkpoint are lost and redone
+  identically. Not restored: the wall-clock/throughput meters, and the end-of-epoch ``train``
+  summary averages only the updates of the resumed process. Bit-exactness needs the same CPU
+  thread count: GEMM results depend on it (two runs differing only in OMP_NUM_THREADS, 1 vs 2,
+  were 2.5e-5 apart in parameters after 8 updates).
+- 2 processes (gloo, legacy_ddp, our launcher) vs 1 process with ``--update-freq 2``, 8 updates
+  across an epoch boundary (where rank 1 gets fairseq's dummy batch): parameters equal within the
+  asserted 1e-6 (measured: 0.0, i.e. bit-identical) and the same logged loss/nll_loss/kl_loss,
   *provided both draw dropout masks per batch* (the test's entry point seeds torch with
-  (update, first sentence id) before each batch). With stock fairseq seeding the runs are both
-  valid but not equal: every rank seeds ``seed + num_updates``, so rank 1 uses the masks that
-  micro-batch 1 of the single process uses, while the single process draws micro-batch 2's masks
-  from the continuing RNG stream. Batch order (batch i goes to rank i mod 2, the single process
-  groups batches 2k, 2k+1), gradient sum, normalisation by the all-reduced sample size and the
-  metrics (logging outputs summed across workers, then ``reduce_metrics``) agree exactly.
+  (update, first sentence id) before each batch). With stock fairseq seeding, both runs are
+  valid but not equal (measured: 1.8e-2 apart after 8 updates, parameters of magnitude <= 3):
+  every rank seeds ``seed + num_updates``, so rank 1 draws the masks of the single process's
+  first micro-batch, while the single process draws its second micro-batch's masks from the
+  continuing RNG stream. Batch order (batch i to rank i mod 2; the single process
+  groups batches 2k, 2k+1), the gradient sum, the normalisation by the all-reduced sample size,
+  and the metrics (logging outputs summed across workers, then ``reduce_metrics``) agree exactly.
 - The same seed gives the same loss curve and bit-identical parameters twice.
+- bf16 on CPU trains with finite loss (after the plugin's --bf16 fix); fp16/bf16 on CUDA are
+  tested only where CUDA is available.
 """
 
 import hashlib
@@ -78,8 +84,11 @@ def train_args(data, save_dir, max_update, *extra, alpha="5", cpu=True):
     ]
 
 
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # a 16-dim model: threads only add contention
+
+
 def fairseq_train(*args, **kwargs):
-    return run_cli(BIN / "fairseq-train", *args, **kwargs)
+    return run_cli(BIN / "fairseq-train", *args, env=ONE_THREAD, **kwargs)
 
 
 INNER = re.compile(r"train_inner \| epoch (\d+):.*? loss=([^,\s]+), nll_loss=([^,\s]+), "
@@ -147,7 +156,7 @@ def test_resume_after_sigkill_mid_epoch_is_bit_exact(baseline, data_bin, tmp_pat
     args = [str(a) for a in train_args(data_bin, tmp_path, RESUME["max_update"], *RESUME["extra"])]
     proc = subprocess.Popen([str(BIN / "fairseq-train"), *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="2"))
+                            env=dict(os.environ, **ONE_THREAD))
     watchdog = threading.Timer(300, proc.kill)
     watchdog.start()
     killed_log, saved = [], False
@@ -165,17 +174,20 @@ def test_resume_after_sigkill_mid_epoch_is_bit_exact(baseline, data_bin, tmp_pat
     assert proc.returncode == -signal.SIGKILL, "".join(killed_log[-30:])
     killed_log = "".join(killed_log)
 
-    state = params(tmp_path)  # what the kill left: the mid-epoch checkpoint at update 4
-    assert state["optimizer_history"][-1]["num_updates"] == 4
+    # what the kill left: the mid-epoch checkpoint at update 4 (8 or 12 if this process was
+    # starved of CPU while the trainer ran on)
+    state = params(tmp_path)
+    saved_at = state["optimizer_history"][-1]["num_updates"]
     itr = state["extra_state"]["train_iterator"]
-    assert itr["epoch"] == 1 and itr["iterations_in_epoch"] == 4
+    assert saved_at in (4, 8, 12) and itr["epoch"] == 1 and itr["iterations_in_epoch"] == saved_at
 
     resumed = output(fairseq_train(*args))
-    assert re.search(r"Loaded checkpoint \S*checkpoint_last\.pt \(epoch 1 @ 4 updates\)", resumed)
+    assert re.search(rf"Loaded checkpoint \S*checkpoint_last\.pt \(epoch 1 @ {saved_at} updates\)",
+                     resumed)
 
     base, killed, after = curve(base_log), curve(killed_log), curve(resumed)
     assert sorted(base) == list(range(1, 17)) and base[16][0] == 2  # crossed an epoch boundary
-    assert sorted(after) == list(range(5, 17))
+    assert sorted(after) == list(range(saved_at + 1, 17))
     assert {u: base[u] for u in killed} == killed  # before the kill: same curve
     assert {u: base[u] for u in after} == after  # after resuming: same curve, bit-exact values
 
@@ -245,10 +257,11 @@ def test_two_gloo_processes_match_one_process_with_update_freq_2(data_bin, tmp_p
     entry = tmp_path / "seeded_train.py"
     entry.write_text(SEEDED_ENTRY)
     args = lambda save: train_args(data_bin, save, 8, "--disable-validation")  # noqa: E731
-    single = output(run_cli(sys.executable, entry, *args(tmp_path / "one"), "--update-freq", "2"))
+    single = output(run_cli(sys.executable, entry, *args(tmp_path / "one"), "--update-freq", "2",
+                            env=ONE_THREAD))
     ddp = run_cli(sys.executable, LAUNCHER, "--nproc", "2",
                   "--entry", f"{shlex.quote(sys.executable)} {shlex.quote(str(entry))}",
-                  "--", *args(tmp_path / "two"), env={"OMP_NUM_THREADS": "1"})
+                  "--", *args(tmp_path / "two"), env=ONE_THREAD)
     ddp_log = output(ddp)
     assert "[rank 1] " in ddp.stderr + ddp.stdout
     assert re.search(r"\[rank 1\] .*distributed init \(rank 1\)", ddp_log)
@@ -263,6 +276,7 @@ def test_two_gloo_processes_match_one_process_with_update_freq_2(data_bin, tmp_p
     p1, p2 = params(tmp_path / "one"), params(tmp_path / "two")
     assert p2["optimizer_history"][-1]["num_updates"] == 8
     diff = max((p1["model"][k] - p2["model"][k]).abs().max().item() for k in p1["model"])
+    print(f"2 ranks vs --update-freq 2: max |param difference| = {diff}")
     assert diff <= 1e-6, f"max |param difference| = {diff}"
 
 
@@ -362,9 +376,9 @@ def test_bf16_on_cpu_trains_with_finite_loss(data_bin, tmp_path):
     log = output(fairseq_train(*train_args(data_bin, tmp_path, 4, "--bf16")))
     assert "--bf16 without torch_xla" in log
     assert finite_curve(log) and len(curve(log)) == 4
-    model = params(tmp_path)["model"]
-    assert {t.dtype for t in model.values()} == {torch.bfloat16}  # it did train in bf16
-    assert all(torch.isfinite(t.float()).all() for t in model.values())
+    model = params(tmp_path)["model"]  # saved as fp32 by fairseq
+    assert all(torch.isfinite(t).all() for t in model.values())
+    assert all(torch.equal(t, t.bfloat16().float()) for t in model.values())  # a bf16 model
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -503,7 +517,7 @@ def test_edge_batches_train_with_finite_loss(case, tmp_path):
     expected = len(pairs) if "--sentence-avg" in extra else sample["ntokens"]
     assert sample_size == expected and log["nsentences"] == len(pairs)
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
-    if case.endswith("only EOS"):  # nothing left after the prefix: no loss, no gradient
+    if case == "--ignore-prefix-size 1, only EOS":  # nothing left after the prefix: no loss, no gradient
         assert loss.item() == 0 and float(log["kl_loss"]) == 0
 
 
@@ -616,7 +630,7 @@ def bad_inputs(data_bin, baseline, tmp_path_factory):
     before = {name: digests(case[1]) for name, case in cases.items()}
 
     def run(name):
-        return name, run_cli(*cases[name][0], check=False, timeout=300)
+        return name, run_cli(*cases[name][0], check=False, timeout=300, env=ONE_THREAD)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         done = dict(pool.map(run, cases))
