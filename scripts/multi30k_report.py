@@ -2,7 +2,11 @@
 """Collect the Multi30k baseline-vs-R-Drop experiment (examples/translation/experiment-multi30k.sh)
 into results.json, the test hypotheses, curves.png and a markdown table.
 
+  multi30k_report.py --work WORK_DIR --select        print the picks: BASELINE_RUN RDROP_RUN
   multi30k_report.py --work WORK_DIR --out RESULTS_DIR
+
+Runs are the folders ``baseline-*`` and ``rdrop-*`` of WORK_DIR; the pick of each kind is the run
+with the best validation BLEU at any epoch (its checkpoint_best.pt).
 """
 
 import argparse
@@ -16,77 +20,90 @@ import torch
 
 from plot_logs import plot, read_fairseq_log
 
-MAIN = {"baseline": "baseline-d0.3", "rdrop": "rdrop-a5-d0.3"}
-SWEEP_EPOCH = 5
+SYSTEMS = ("baseline", "rdrop")
 
 
 def summarize_run(run_dir):
     log = read_fairseq_log(os.path.join(run_dir, "train.log"))
-    valid = log["valid"]
-    best = max(valid, key=lambda r: r["bleu"])
-    at_sweep_epoch = [r["bleu"] for r in valid if r["epoch"] == SWEEP_EPOCH]
+    best = max(log["valid"], key=lambda r: r["bleu"])
     with open(os.path.join(run_dir, ".done")) as f:
         options = f.read().strip()
     return {
         "options": options,
         "epochs": int(log["train"][-1]["epoch"]),
         "updates": int(log["train"][-1]["num_updates"]),
-        "train_wall_s": log["train"][-1]["train_wall"],
-        "wall_s": log["train"][-1]["wall"],
+        "wall_s": log["train"][-1]["wall"],  # fairseq's cumulative wall clock, resumes included
         "best_valid_bleu": best["bleu"],
         "best_epoch": int(best["epoch"]),
-        f"valid_bleu_epoch{SWEEP_EPOCH}": at_sweep_epoch[0] if at_sweep_epoch else None,
         "final_train_kl_loss": log["train"][-1].get("kl_loss"),
     }, log
+
+
+def summarize_runs(work):
+    """``{run: summary}`` of the finished runs, and ``{system: picked run}``."""
+    runs, logs = {}, {}
+    for run in sorted(os.listdir(work)):
+        if run.startswith(SYSTEMS) and os.path.exists(os.path.join(work, run, ".done")):
+            runs[run], logs[run] = summarize_run(os.path.join(work, run))
+    picks = {}
+    for system in SYSTEMS:
+        candidates = [run for run in runs if run.startswith(system + "-")]
+        if not candidates:
+            raise ValueError(f"no finished {system}-* run")
+        picks[system] = max(candidates, key=lambda run: runs[run]["best_valid_bleu"])
+    return runs, logs, picks
 
 
 def markdown(results):
     b, r = results["baseline"], results["rdrop"]
     rows = [
-        "| system | test2016 BLEU | chrF | best valid BLEU (epoch) | updates | train wall |",
-        "|---|---|---|---|---|---|",
+        "| system | run | test2016 BLEU | chrF | best valid BLEU (epoch) | updates | wall time |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, s in (("baseline (label_smoothed_cross_entropy)", b), ("R-Drop (α 5)", r)):
+    for name, s in (("baseline (label_smoothed_cross_entropy)", b), ("R-Drop", r)):
         rows.append(
-            f"| {name} | {s['bleu']:.2f} | {s['chrf']:.2f} | {s['best_valid_bleu']:.2f} "
-            f"({s['best_epoch']}) | {s['updates']} | {s['train_wall_s'] / 60:.0f} min |"
+            f"| {name} | {s['run']} | {s['bleu']:.2f} | {s['chrf']:.2f} | "
+            f"{s['best_valid_bleu']:.2f} ({s['best_epoch']}) | {s['updates']} | "
+            f"{s['wall_s'] / 60:.0f} min |"
         )
     rows += [
         "",
-        f"R-Drop − baseline: {r['bleu'] - b['bleu']:+.2f} BLEU, {r['chrf'] - b['chrf']:+.2f} chrF; "
-        f"paired bootstrap p = {results['p_value']:.4f} ({results['signature']})",
+        f"R-Drop − baseline on test2016: {r['bleu'] - b['bleu']:+.2f} BLEU, "
+        f"{r['chrf'] - b['chrf']:+.2f} chrF; paired bootstrap p = {results['p_value']:.4f}",
+        f"(BLEU {results['signature']}; chrF {results['chrf_signature']})",
         "",
-        f"| sweep run | options | valid BLEU at epoch {SWEEP_EPOCH} |",
-        "|---|---|---|",
+        "| sweep run (val) | options | best valid BLEU (epoch) | updates | wall time |",
+        "|---|---|---|---|---|",
     ]
     for name, s in results["sweep"].items():
-        rows.append(f"| {name} | `{s['options']}` | {s[f'valid_bleu_epoch{SWEEP_EPOCH}']:.2f} |")
+        rows.append(f"| {name} | `{s['options']}` | {s['best_valid_bleu']:.2f} "
+                    f"({s['best_epoch']}) | {s['updates']} | {s['wall_s'] / 60:.0f} min |")
     return "\n".join(rows) + "\n"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", required=True)
-    parser.add_argument("--out", required=True)
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--select", action="store_true", help="print the two picked runs")
+    action.add_argument("--out", help="results folder")
     args = parser.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
     try:
-        results, logs = {}, []
-        for system, run in MAIN.items():
-            summary, log = summarize_run(os.path.join(args.work, run))
+        runs, logs, picks = summarize_runs(args.work)
+        if args.select:
+            print(picks["baseline"], picks["rdrop"])
+            return
+        os.makedirs(args.out, exist_ok=True)
+        results = {}
+        for system, run in picks.items():
             with open(os.path.join(args.work, f"{system}.test2016.json")) as f:
                 test = json.load(f)
-            summary.update({k: test[k] for k in ("bleu", "chrf", "n")})
-            results[system] = summary
-            logs.append((system, log))
+            results[system] = dict(runs[run], run=run, **{k: test[k] for k in ("bleu", "chrf", "n")})
             shutil.copy(os.path.join(args.work, f"{system}.test2016.hyp"), args.out)
-        results["p_value"] = test["p_value"]
-        results["signature"] = test["signature"]
-        results["chrf_signature"] = test["chrf_signature"]
-        results["sweep"] = {run: summarize_run(os.path.join(args.work, run))[0]
-                            for run in sorted(os.listdir(args.work)) if run.startswith("sweep-")}
-        for system, run in MAIN.items():
-            results["sweep"][run] = results[system]
+        # the R-Drop evaluation was given the baseline's hypotheses: it holds the p-value
+        for key in ("p_value", "signature", "chrf_signature"):
+            results[key] = test[key]
+        results["sweep"] = runs
     except (OSError, ValueError, KeyError) as e:
         sys.exit(f"error: incomplete experiment in {args.work}: {e}")
     results["machine"] = {
@@ -104,7 +121,7 @@ def main(argv=None):
         f.write("\n")
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(markdown(results))
-    plot(logs, os.path.join(args.out, "curves.png"))
+    plot(sorted(logs.items()), os.path.join(args.out, "curves.png"))
     print(markdown(results))
 
 

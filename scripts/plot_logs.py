@@ -31,7 +31,7 @@ def read_fairseq_log(path):
                     continue
                 for kind in epochs:
                     prefix = kind + "_"
-                    if any(key.startswith(prefix) for key in record):
+                    if all(key.startswith(prefix) for key in record if key != "epoch"):
                         values = {k.removeprefix(prefix): float(v) for k, v in record.items()}
                         epochs[kind][int(values["epoch"])] = values
     except OSError as e:

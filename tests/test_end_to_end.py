@@ -129,3 +129,24 @@ def test_missing_data_directory_fails_with_one_clear_line(tmp_path):
     proc = run_cli(*train_args(missing, tmp_path / "ck", 1), check=False)
     assert proc.returncode != 0
     assert str(missing) in proc.stderr.strip().splitlines()[-1]
+
+
+def test_plot_logs_reads_fairseq_json_logs(trained, tmp_path):
+    _, first, second = trained
+    log = tmp_path / "train.log"
+    log.write_text(first + second)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from plot_logs import read_fairseq_log
+
+    records = read_fairseq_log(str(log))
+    assert [r["epoch"] for r in records["train"]] == sorted({r["epoch"] for r in records["train"]})
+    assert records["train"][-1]["num_updates"] == 200
+    assert all("kl_loss" in r for r in records["train"]) and records["valid"]
+    assert all("kl_loss" not in r for r in records["valid"])
+    out = tmp_path / "curves.png"
+    run_cli(sys.executable, ROOT / "scripts" / "plot_logs.py", "--run", f"rdrop={log}",
+            "--out", out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = run_cli(sys.executable, ROOT / "scripts" / "plot_logs.py", "--run", f"x={tmp_path / 'none'}",
+                  "--out", out, check=False)
+    assert bad.returncode != 0 and bad.stderr.strip().startswith("error:")
