@@ -13,6 +13,20 @@ if [ "$($PYTHON -c 'import torch; print(int(torch.cuda.is_available()))')" = 1 ]
 else
   ON_GPU=0; DEVICE_FLAGS=(--cpu)
 fi
+# train_setup DATA_BIN SAVE_DIR [--baseline] [options...] (a train recipe's arguments): checks
+# DATA_BIN, creates SAVE_DIR and sets data, save, method (R-Drop with alpha 5, or with --baseline
+# the stock task and criterion) and extra (the remaining fairseq-train options, which override).
+train_setup() {
+  [ $# -ge 2 ] || die "usage: $0 DATA_BIN SAVE_DIR [--baseline] [fairseq-train options...]"
+  data=$1 save=$2; shift 2
+  [ -e "$data/.complete" ] || die "$data is not a prepared data-bin folder (see the header of $0)"
+  method=(--task rdrop_translation --criterion label_smoothed_cross_entropy_rdrop --rdrop-alpha 5)
+  if [ "${1:-}" = --baseline ]; then
+    method=(--task translation --criterion label_smoothed_cross_entropy); shift
+  fi
+  extra=("$@")
+  mkdir -p "$save"
+}
 # binarize DIR SRC TGT: fairseq-preprocess DIR/{train,valid,test}.{SRC,TGT} into DIR, one dictionary.
 binarize() {
   local log; log=$(mktemp)

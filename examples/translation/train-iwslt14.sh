@@ -9,14 +9,7 @@
 # by validation BLEU (beam 5, Moses-detokenized); a json log is written to SAVE_DIR/train.log.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-[ $# -ge 2 ] || die "usage: $0 DATA_BIN SAVE_DIR [--baseline] [fairseq-train options...]"
-data=$1 save=$2; shift 2
-[ -e "$data/.complete" ] || die "$data is not a prepared data-bin folder (run prepare-iwslt14.sh)"
-method=(--task rdrop_translation --criterion label_smoothed_cross_entropy_rdrop --rdrop-alpha 5)
-if [ "${1:-}" = --baseline ]; then
-  method=(--task translation --criterion label_smoothed_cross_entropy); shift
-fi
-mkdir -p "$save"
+train_setup "$@"
 fairseq-train "$data" --user-dir "$USER_DIR" "${method[@]}" --label-smoothing 0.1 \
   --source-lang de --target-lang en --arch transformer_iwslt_de_en --share-all-embeddings \
   --optimizer adam --adam-betas '(0.9, 0.98)' --clip-norm 0.0 --lr 5e-4 \
@@ -26,4 +19,4 @@ fairseq-train "$data" --user-dir "$USER_DIR" "${method[@]}" --label-smoothing 0.
   --eval-bleu-detok moses --eval-bleu-remove-bpe sentencepiece \
   --best-checkpoint-metric bleu --maximize-best-checkpoint-metric \
   --save-dir "$save" --log-format json --log-interval 100 --log-file "$save/train.log" \
-  "${DEVICE_FLAGS[@]}" "$@"
+  "${DEVICE_FLAGS[@]}" "${extra[@]}"

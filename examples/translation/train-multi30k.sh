@@ -7,14 +7,7 @@
 # Keeps the best checkpoint by validation BLEU; a json log is written to SAVE_DIR/train.log.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-[ $# -ge 2 ] || die "usage: $0 DATA_BIN SAVE_DIR [--baseline] [fairseq-train options...]"
-data=$1 save=$2; shift 2
-[ -e "$data/.complete" ] || die "$data is not a prepared data-bin folder (run prepare-multi30k.sh)"
-method=(--task rdrop_translation --criterion label_smoothed_cross_entropy_rdrop --rdrop-alpha 5)
-if [ "${1:-}" = --baseline ]; then
-  method=(--task translation --criterion label_smoothed_cross_entropy); shift
-fi
-mkdir -p "$save"
+train_setup "$@"
 fairseq-train "$data" --user-dir "$USER_DIR" "${method[@]}" --label-smoothing 0.1 \
   --arch transformer --share-all-embeddings \
   --encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 128 --decoder-embed-dim 128 \
@@ -27,4 +20,4 @@ fairseq-train "$data" --user-dir "$USER_DIR" "${method[@]}" --label-smoothing 0.
   --eval-bleu-remove-bpe sentencepiece --best-checkpoint-metric bleu \
   --maximize-best-checkpoint-metric --no-epoch-checkpoints \
   --save-dir "$save" --log-format json --log-interval 50 --log-file "$save/train.log" \
-  "${DEVICE_FLAGS[@]}" "$@"
+  "${DEVICE_FLAGS[@]}" "${extra[@]}"

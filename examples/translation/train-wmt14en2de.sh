@@ -10,14 +10,7 @@
 # Epoch checkpoints are kept for eval-wmt14en2de.sh, which averages the last five.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-[ $# -ge 2 ] || die "usage: $0 DATA_BIN SAVE_DIR [--baseline] [fairseq-train options...]"
-data=$1 save=$2; shift 2
-[ -e "$data/.complete" ] || die "$data is not a prepared data-bin folder (run prepare-wmt14en2de.sh)"
-method=(--task rdrop_translation --criterion label_smoothed_cross_entropy_rdrop --rdrop-alpha 5)
-if [ "${1:-}" = --baseline ]; then
-  method=(--task translation --criterion label_smoothed_cross_entropy); shift
-fi
-mkdir -p "$save"
+train_setup "$@"
 fairseq-train "$data" --user-dir "$USER_DIR" "${method[@]}" --label-smoothing 0.1 \
   --source-lang en --target-lang de --arch transformer_vaswani_wmt_en_de_big \
   --share-all-embeddings --dropout 0.1 --attention-dropout 0.1 --activation-dropout 0.1 \
@@ -25,4 +18,4 @@ fairseq-train "$data" --user-dir "$USER_DIR" "${method[@]}" --label-smoothing 0.
   --lr-scheduler inverse_sqrt --warmup-updates 6000 --warmup-init-lr 1e-7 \
   --max-tokens 4096 --update-freq 16 --max-update 300000 \
   --save-dir "$save" --log-format json --log-interval 100 --log-file "$save/train.log" \
-  "${DEVICE_FLAGS[@]}" "$@"
+  "${DEVICE_FLAGS[@]}" "${extra[@]}"
