@@ -139,6 +139,7 @@ def time_loss_variants(tokens, vocab, device, dtype, repeats):
             seconds[variant].append(timed_fwd_bwd(variant, logits, target)[0])
     return {
         "ms": {v: 1e3 * statistics.median(s) for v, s in seconds.items()},
+        "runs_ms": {v: [round(1e3 * t, 1) for t in s] for v, s in seconds.items()},
         "kl_overhead_ms": {
             v: 1e3 * statistics.median(a - b for a, b in zip(seconds[v], seconds["nll"]))
             for v in ("ours", "official")
@@ -302,6 +303,7 @@ def time_train_steps(tokens, vocab, device, dtype, repeats):
         "vocab": vocab,
         "arch": "transformer_iwslt_de_en",
         "ms": ms,
+        "runs_ms": {v: [round(1e3 * t) for t in s] for v, s in seconds.items()},
         "ratio_vs_baseline": {v: ms[v] / ms["baseline"] for v in STEP_VARIANTS},
     }
 
