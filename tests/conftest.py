@@ -19,8 +19,9 @@ def shared(name):
 
 
 def run_cli(*args, check=True, env=None, timeout=900):
-    """Run a command with the test interpreter's bin/ on PATH; return the CompletedProcess."""
-    full_env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="2")
+    """Run a command with the test interpreter's bin/ on PATH, one thread per process (a
+    multi-threaded tiny model crawls when the CPU is shared); return the CompletedProcess."""
+    full_env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1")
     full_env.update(env or {})
     proc = subprocess.run(
         [str(a) for a in args], capture_output=True, text=True, env=full_env, timeout=timeout
