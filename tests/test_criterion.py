@@ -1,5 +1,7 @@
 """The R-Drop criterion against an independent from-scratch computation, and against stock
-label_smoothed_cross_entropy where the two must agree exactly."""
+label_smoothed_cross_entropy where the two must agree exactly. The known-output tests run on both
+loss paths: a fairseq model with the default output layer (the fused loss from the logits) and a
+model with its own ``get_normalized_probs`` (the generic path from the log-probabilities)."""
 
 import copy
 import math
@@ -11,8 +13,10 @@ import torch.nn.functional as F
 from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
 from fairseq.data import Dictionary
 from fairseq.logging import metrics
+from fairseq.models import FairseqDecoder, FairseqEncoder, FairseqEncoderDecoderModel
 
 from rdrop_fairseq.criterion import LabelSmoothedCrossEntropyRDropCriterion as RDrop
+from rdrop_fairseq.criterion import outputs_log_softmax_of_logits
 
 from fairseq_fixtures import build, random_sample
 
@@ -41,6 +45,49 @@ class KnownOutputModel(torch.nn.Module):
 
     def set_num_updates(self, num_updates):
         pass
+
+
+class _NoEncoder(FairseqEncoder):
+    def forward(self, src_tokens, src_lengths=None, **kwargs):
+        return None
+
+
+class _KnownOutputDecoder(FairseqDecoder):
+    def __init__(self, dictionary, logits):
+        super().__init__(dictionary)
+        self.logits = torch.nn.Parameter(logits.clone())
+        self.batch_sizes = []
+
+    def forward(self, prev_output_tokens, encoder_out=None, **kwargs):
+        self.batch_sizes.append(prev_output_tokens.size(0))
+        return self.logits[: prev_output_tokens.size(0), : prev_output_tokens.size(1)], {"attn": None}
+
+
+class KnownOutputFairseqModel(FairseqEncoderDecoderModel):
+    """KnownOutputModel as a fairseq model with the default output layer (log-softmax of the
+    logits), which the criterion computes with the fused loss."""
+
+    def __init__(self, dictionary, logits):
+        super().__init__(_NoEncoder(dictionary), _KnownOutputDecoder(dictionary, logits))
+
+    @property
+    def logits(self):
+        return self.decoder.logits
+
+    @property
+    def batch_sizes(self):
+        return self.decoder.batch_sizes
+
+
+def make_model(kind, dictionary, logits):
+    if kind == "fused":
+        return KnownOutputFairseqModel(dictionary, logits)
+    return KnownOutputModel(logits)
+
+
+@pytest.fixture(params=["fused", "generic"])
+def kind(request):
+    return request.param
 
 
 def make_criterion(alpha=5.0, prefix=0, sentence_avg=False, report_accuracy=False):
@@ -73,13 +120,15 @@ def reference(logits, target, pad, alpha, prefix=0):
     return {"loss": ls + alpha * kl, "nll": nll, "kl": kl, "ntokens": ntokens}
 
 
-def known_setup(bsz=3, tgt_len=6, vocab=11, seed=0):
+def known_setup(kind="generic", bsz=3, tgt_len=6, vocab=11, seed=0):
     d = Dictionary()
     for i in range(vocab - len(d)):
         d.add_symbol(f"w{i}")
     sample = random_sample(d, bsz=bsz, tgt_len=tgt_len, seed=seed)
     logits = torch.randn(2 * bsz, tgt_len, len(d), generator=torch.Generator().manual_seed(seed))
-    return d, sample, KnownOutputModel(logits)
+    model = make_model(kind, d, logits)
+    assert outputs_log_softmax_of_logits(model) == (kind == "fused")
+    return d, sample, model
 
 
 def reduced(logging_outputs):
@@ -89,8 +138,8 @@ def reduced(logging_outputs):
 
 
 @pytest.mark.parametrize("prefix", [0, 1])
-def test_loss_sample_size_and_metrics_match_from_scratch(prefix):
-    d, sample, model = known_setup()
+def test_loss_sample_size_and_metrics_match_from_scratch(prefix, kind):
+    d, sample, model = known_setup(kind)
     crit = make_criterion(alpha=5.0, prefix=prefix)
     model.train()
     loss, sample_size, log = crit(model, sample)
@@ -109,8 +158,8 @@ def test_loss_sample_size_and_metrics_match_from_scratch(prefix):
     assert values["kl_loss"] == pytest.approx(ref["kl"] / sample["ntokens"] / ln2, abs=1e-3)
 
 
-def test_gradient_matches_from_scratch_autograd():
-    d, sample, model = known_setup()
+def test_gradient_matches_from_scratch_autograd(kind):
+    d, sample, model = known_setup(kind)
     crit = make_criterion(alpha=3.0)
     model.train()
     loss, _, _ = crit(model, sample)
@@ -129,8 +178,8 @@ def test_gradient_matches_from_scratch_autograd():
     torch.testing.assert_close(model.logits.grad.double(), logits.grad, rtol=1e-5, atol=1e-6)
 
 
-def test_sentence_avg_and_accuracy():
-    d, sample, model = known_setup()
+def test_sentence_avg_and_accuracy(kind):
+    d, sample, model = known_setup(kind)
     crit = make_criterion(sentence_avg=True, report_accuracy=True)
     model.train()
     _, sample_size, log = crit(model, sample)
@@ -143,8 +192,8 @@ def test_sentence_avg_and_accuracy():
     assert log["n_correct"] == int((preds.eq(target2) & mask).sum())
 
 
-def test_extra_padding_changes_nothing():
-    d, sample, model = known_setup()
+def test_extra_padding_changes_nothing(kind):
+    d, sample, model = known_setup(kind)
     crit = make_criterion()
     model.train()
     loss, size, _ = crit(model, sample)
@@ -157,7 +206,7 @@ def test_extra_padding_changes_nothing():
         [sample["net_input"]["prev_output_tokens"], extra], 1
     )
     garbage = 100 * torch.randn(model.logits.size(0), 3, model.logits.size(2))
-    padded_model = KnownOutputModel(torch.cat([model.logits.detach(), garbage], 1))
+    padded_model = make_model(kind, d, torch.cat([model.logits.detach(), garbage], 1))
     padded_model.train()
     padded_loss, padded_size, _ = crit(padded_model, padded)
     padded_loss.backward()
@@ -223,6 +272,7 @@ def test_alpha_zero_trains_bit_for_bit_like_stock(tmp_path):
 
 def test_rdrop_task_with_real_transformer_trains_on_two_copies(tmp_path):
     _, task, model, crit = build(tmp_path, extra=["--rdrop-alpha", "5"])
+    assert outputs_log_softmax_of_logits(model)  # fairseq's Transformer takes the fused path
     sample = random_sample(task.target_dictionary, bsz=4, tgt_len=7, src_len=6)
     optimizer = SimpleNamespace(backward=lambda loss: loss.backward())
     loss, size, log = task.train_step(sample, model, crit, optimizer, update_num=0)
@@ -239,3 +289,32 @@ def test_negative_alpha_is_rejected():
 def test_rdrop_task_rejects_a_foreign_criterion(tmp_path):
     with pytest.raises(ValueError, match="label_smoothed_cross_entropy_rdrop"):
         build(tmp_path, criterion="label_smoothed_cross_entropy")
+
+
+def test_fused_and_generic_paths_agree_on_a_real_transformer(tmp_path, monkeypatch):
+    _, task, model, crit = build(tmp_path, extra=["--ignore-prefix-size", "1", "--report-accuracy"])
+    sample = random_sample(task.target_dictionary, bsz=4, tgt_len=7, src_len=6)
+    model.train()
+    results = {}
+    for fused in (True, False):
+        monkeypatch.setattr("rdrop_fairseq.criterion.outputs_log_softmax_of_logits",
+                            lambda model, fused=fused: fused)
+        torch.manual_seed(0)  # the same dropout masks
+        model.zero_grad()
+        loss, size, log = crit(model, sample)
+        loss.backward()
+        results[fused] = (loss, size, log, [p.grad.clone() for p in model.parameters()])
+    (loss, size, log, grads), (g_loss, g_size, g_log, g_grads) = results[True], results[False]
+    torch.testing.assert_close(loss, g_loss)
+    assert size == g_size and log.keys() == g_log.keys()
+    for key in ("nll_loss", "kl_loss", "n_correct", "total"):
+        assert float(log[key]) == pytest.approx(float(g_log[key]), rel=1e-5), key
+    for grad, g_grad in zip(grads, g_grads):
+        torch.testing.assert_close(grad, g_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_adaptive_softmax_or_custom_output_layers_take_the_generic_path(tmp_path):
+    _, _, model, _ = build(tmp_path)
+    assert outputs_log_softmax_of_logits(model)
+    model.decoder.adaptive_softmax = torch.nn.Identity()
+    assert not outputs_log_softmax_of_logits(model)

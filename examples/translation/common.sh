@@ -21,10 +21,15 @@ train_setup() {
   data=$1 save=$2; shift 2
   [ -e "$data/.complete" ] || die "$data is not a prepared data-bin folder (see the header of $0)"
   method=(--task rdrop_translation --criterion label_smoothed_cross_entropy_rdrop --rdrop-alpha 5)
-  if [ "${1:-}" = --baseline ]; then
-    method=(--task translation --criterion label_smoothed_cross_entropy); shift
-  fi
-  extra=("$@")
+  extra=()
+  local arg
+  for arg in "$@"; do
+    if [ "$arg" = --baseline ]; then
+      method=(--task translation --criterion label_smoothed_cross_entropy)
+    else
+      extra+=("$arg")
+    fi
+  done
   mkdir -p "$save"
 }
 # binarize DIR SRC TGT: fairseq-preprocess DIR/{train,valid,test}.{SRC,TGT} into DIR, one dictionary.

@@ -1,0 +1,102 @@
+"""The whole R-Drop training loss computed from the logits in row chunks, with its gradient.
+
+For fairseq's usual output layer (normalised output = log-softmax of the logits) the R-Drop loss —
+label-smoothed NLL of both copies plus α·½Σ(p−q)(log p−log q) — and its gradient with respect to
+the logits are evaluated a few rows at a time: the vocabulary-sized log-probabilities are never
+materialised, only non-pad rows are touched, and between forward and backward nothing is kept but
+the logits the model produced anyway. With one log-softmax per chunk feeding both the NLL and the
+KL, the loss head costs about what the stock criterion's does, so R-Drop's price is the second
+pass through the model and nothing more. Arithmetic is fp32 (fp64 for fp64 logits) whatever the
+logits' dtype.
+
+Gradient per row, with ``l = log p``, ``d = l₁ − l₂``, ``a = 1 − ε − εᵢ``, ``εᵢ = ε/(V−1)``:
+``∂/∂x₁ = (a + εᵢV) p₁ − εᵢ − a·onehot(y) + ½α[p₁ ⊙ (d − KL(p₁‖p₂)) + p₁ − p₂]`` (copy 2 alike).
+"""
+
+import torch
+from torch.autograd.function import once_differentiable
+
+#: Rows of each copy per chunk: small enough that a chunk's fp32 temporaries stay in cache, large
+#: enough to amortise the per-op overhead.
+CHUNK_ROWS = 32
+
+
+def _chunk_log_probs(logits, pairs, start, stop, dtype):
+    """Log-probabilities of rows ``pairs[0, start:stop]`` (copy 1) stacked on ``pairs[1,
+    start:stop]`` (copy 2), and the number of rows per copy."""
+    chunk = pairs[:, start:stop]
+    return logits.index_select(0, chunk.reshape(-1)).to(dtype).log_softmax(-1), chunk.size(1)
+
+
+def _copy_difference(lprobs, half):
+    """``l₁ − l₂``, 0 where a token is −inf in both copies (it adds nothing rather than NaN)."""
+    return (lprobs[:half] - lprobs[half:]).nan_to_num_(nan=0.0)
+
+
+class FusedRDropLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, pairs, target, epsilon, alpha, chunk_rows=CHUNK_ROWS):
+        """``logits``: (rows, V); ``pairs``: (2, m) row indices of the m non-pad target positions
+        in copy 1 and, aligned, in copy 2; ``target``: (m,). Returns the summed loss, the summed
+        NLL of both copies and the summed symmetric KL (the last two for logging only)."""
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        eps_i = epsilon / (logits.size(-1) - 1)
+        nll = logits.new_zeros((), dtype=dtype)
+        smooth = logits.new_zeros((), dtype=dtype)
+        kl = logits.new_zeros((), dtype=dtype)
+        for start in range(0, pairs.size(1), chunk_rows):
+            lprobs, half = _chunk_log_probs(logits, pairs, start, start + chunk_rows, dtype)
+            y = target[start : start + half].unsqueeze(1)
+            nll -= lprobs[:half].gather(1, y).sum() + lprobs[half:].gather(1, y).sum()
+            if eps_i:
+                smooth -= lprobs.sum()
+            if alpha:
+                diff = _copy_difference(lprobs, half)
+                probs = lprobs.exp_()
+                kl += torch.dot(probs[:half].sub(probs[half:]).view(-1), diff.view(-1))
+        kl.mul_(0.5)
+        loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth + alpha * kl
+        ctx.save_for_backward(logits, pairs, target)
+        ctx.epsilon, ctx.alpha, ctx.chunk_rows = epsilon, alpha, chunk_rows
+        ctx.mark_non_differentiable(nll, kl)
+        return loss, nll, kl
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss, _grad_nll, _grad_kl):
+        logits, pairs, target = ctx.saved_tensors
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        vocab = logits.size(-1)
+        g = grad_loss.item()
+        eps_i = ctx.epsilon / (vocab - 1)
+        a = 1.0 - ctx.epsilon - eps_i
+        half_alpha = 0.5 * ctx.alpha * g
+        p_coef = g * (a + eps_i * vocab) + half_alpha
+        grad = torch.zeros_like(logits)
+        for start in range(0, pairs.size(1), ctx.chunk_rows):
+            lprobs, half = _chunk_log_probs(logits, pairs, start, start + ctx.chunk_rows, dtype)
+            diff = _copy_difference(lprobs, half) if half_alpha else None
+            probs = lprobs.exp_()
+            y = target[start : start + half].unsqueeze(1)
+            for copy, sign in ((0, 1.0), (1, -1.0)):
+                p = probs[copy * half : (copy + 1) * half]
+                if half_alpha:
+                    other = probs[(1 - copy) * half : (2 - copy) * half]
+                    p_diff = p * diff  # p ⊙ (l_this − l_other), up to the sign
+                    kl_row = p_diff.sum(-1, keepdim=True).mul_(sign)  # KL(p_this ‖ p_other)
+                    row_grad = p_diff.mul_(sign * half_alpha)
+                    row_grad.addcmul_(p, p_coef - half_alpha * kl_row)
+                    row_grad.add_(other, alpha=-half_alpha)
+                else:
+                    row_grad = p * p_coef
+                row_grad.sub_(g * eps_i)
+                row_grad.scatter_add_(1, y, row_grad.new_full(y.shape, -g * a))
+                grad.index_copy_(0, pairs[copy, start : start + half], row_grad.to(grad.dtype))
+        return grad, None, None, None, None, None
+
+
+def fused_rdrop_loss(logits, pairs, target, epsilon, alpha, chunk_rows=CHUNK_ROWS):
+    """R-Drop loss of fairseq's log-softmax output layer straight from ``logits`` (rows, V):
+    ``(loss, nll_loss, kl_loss)`` summed over the aligned non-pad rows ``pairs`` (2, m) with
+    targets ``target`` (m,), as label_smoothed_nll_loss on both copies + α·symmetric KL."""
+    return FusedRDropLoss.apply(logits, pairs, target, float(epsilon), float(alpha), chunk_rows)
