@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 
 import torch
@@ -21,6 +22,17 @@ import torch
 from plot_logs import plot, read_fairseq_log
 
 SYSTEMS = ("baseline", "rdrop")
+
+
+def total_wall_s(train_records):
+    """fairseq's wall clock restarts from 0 when a run is resumed: add up the segments (the
+    unfinished epoch a resume replays is not counted)."""
+    total = last = 0.0
+    for record in train_records:
+        if record["wall"] < last:
+            total += last
+        last = record["wall"]
+    return total + last
 
 
 def summarize_run(run_dir):
@@ -32,7 +44,8 @@ def summarize_run(run_dir):
         "options": options,
         "epochs": int(log["train"][-1]["epoch"]),
         "updates": int(log["train"][-1]["num_updates"]),
-        "wall_s": log["train"][-1]["wall"],  # fairseq's cumulative wall clock, resumes included
+        "wall_s": total_wall_s(log["train"]),
+        "median_train_wps": statistics.median(r["wps"] for r in log["train"]),
         "best_valid_bleu": best["bleu"],
         "best_epoch": int(best["epoch"]),
         "final_train_kl_loss": log["train"][-1].get("kl_loss"),
