@@ -91,11 +91,9 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         """The loss straight from the logits, chunked (see fused_loss.py): the fast path."""
         logits = net_output[0]
         target = model.get_targets(sample, net_output)
-        keep = target.ne(self.padding_idx)
-        if self.ignore_prefix_size > 0:
-            keep[:, : self.ignore_prefix_size] = False
+        keep = self.counted_positions(target)
         pairs = keep.reshape(-1).nonzero().view(2, -1)  # copy 2's rows follow copy 1's, aligned
-        flat_target = target.view(-1)[pairs[0]]
+        flat_target = target.reshape(-1)[pairs[0]]
         flat_logits = logits.reshape(-1, logits.size(-1))
         loss, nll_loss, kl_loss = fused_rdrop_loss(
             flat_logits, pairs, flat_target, self.eps, self.rdrop_alpha
@@ -117,18 +115,20 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         return loss, nll_loss, kl_loss, n_correct, target.numel()
 
     def get_nonpad_lprobs_and_target(self, model, net_output, sample):
-        """Log-probabilities (fp32) and targets of the non-pad target positions only: pad rows
+        """Log-probabilities (fp32) and targets of the counted target positions only: pad rows
         are dropped before the vocabulary-sized log-softmax. Rows keep batch order."""
-        logits = net_output[0]
         target = model.get_targets(sample, net_output)
-        if self.ignore_prefix_size > 0:
-            logits = logits[:, self.ignore_prefix_size :]
-            target = target[:, self.ignore_prefix_size :]
-        keep = target.ne(self.padding_idx)
+        keep = self.counted_positions(target)
         lprobs = model.get_normalized_probs(
-            (logits[keep],) + tuple(net_output[1:]), log_probs=True
+            (net_output[0][keep],) + tuple(net_output[1:]), log_probs=True
         )
         return lprobs.float(), target[keep]
+
+    def counted_positions(self, target):
+        """Mask of the target positions the loss counts: not pad, not in --ignore-prefix-size."""
+        keep = target.ne(self.padding_idx)
+        keep[:, : self.ignore_prefix_size] = False
+        return keep
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
