@@ -32,6 +32,19 @@ train_setup() {
   done
   mkdir -p "$save"
 }
+# joint_bpe VOCAB IN_DIR OUT_PREFIX SPM_PREFIX SRC TGT: learn one sentencepiece BPE model on
+# IN_DIR/train.{SRC,TGT} (SPM_PREFIX.model) and encode IN_DIR/{train,valid,test}.{SRC,TGT} into
+# OUT_PREFIX{train,valid,test}.{SRC,TGT}.
+joint_bpe() {
+  local vocab=$1 in=$2 out=$3 model=$4 src=$5 tgt=$6 split l
+  echo "== joint sentencepiece BPE ($vocab) on train"
+  $PYTHON "$ROOT/scripts/sentencepiece_joint.py" train --model "$model" \
+    --vocab-size "$vocab" --model-type bpe "$in/train.$src" "$in/train.$tgt"
+  for split in train valid test; do for l in $src $tgt; do
+    $PYTHON "$ROOT/scripts/sentencepiece_joint.py" encode --model "$model.model" \
+      --input "$in/$split.$l" --output "$out$split.$l"
+  done; done
+}
 # binarize DIR SRC TGT: fairseq-preprocess DIR/{train,valid,test}.{SRC,TGT} into DIR, one dictionary.
 binarize() {
   local log; log=$(mktemp)

@@ -71,13 +71,7 @@ for l in $src $tgt; do
   for t in "${tests[@]}"; do cat "$stage/$t.$l"; done > "$tmp/test.$l"
 done
 
-echo "== joint sentencepiece BPE ($bpe_tokens) on train"
-$PYTHON "$ROOT/scripts/sentencepiece_joint.py" train --model "$work/out/spm" \
-  --vocab-size "$bpe_tokens" --model-type bpe "$tmp/train.$src" "$tmp/train.$tgt"
-for split in train valid test; do for l in $src $tgt; do
-  $PYTHON "$ROOT/scripts/sentencepiece_joint.py" encode --model "$work/out/spm.model" \
-    --input "$tmp/$split.$l" --output "$work/out/$split.$l"
-done; done
+joint_bpe "$bpe_tokens" "$tmp" "$work/out/" "$work/out/spm" $src $tgt
 
 binarize "$work/out" $src $tgt
 rm -rf "$out"

@@ -101,13 +101,7 @@ test_side $tgt "$test_ref"
 [ "$(wc -l < "$tmp/test.$src")" = "$(wc -l < "$tmp/test.$tgt")" ] \
   || die "$test_src and $test_ref have different numbers of <seg> lines"
 
-echo "== joint sentencepiece BPE ($vocab) on train"
-$PYTHON "$ROOT/scripts/sentencepiece_joint.py" train --model "$work/out/spm" \
-  --vocab-size "$vocab" --model-type bpe "$tmp/train.$src" "$tmp/train.$tgt"
-for split in train valid test; do for l in $src $tgt; do
-  $PYTHON "$ROOT/scripts/sentencepiece_joint.py" encode --model "$work/out/spm.model" \
-    --input "$tmp/$split.$l" --output "$stage/bpe.$split.$l"
-done; done
+joint_bpe "$vocab" "$tmp" "$stage/bpe." "$work/out/spm" $src $tgt
 for split in train valid; do
   pipeline clean --ratio 1.5 --min-len 1 --max-len 250 "$stage/bpe.$split" $src $tgt "$work/out/$split"
 done
