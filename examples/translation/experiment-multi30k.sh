@@ -31,8 +31,8 @@ lane1=$!
 ( run rdrop-a2-d0.3 30 --rdrop-alpha 2 --dropout 0.3; run rdrop-a5-d0.3 6 --rdrop-alpha 5 --dropout 0.3
   run rdrop-a2-d0.1 20 --rdrop-alpha 2 --dropout 0.1 ) &
 lane2=$!
-wait $lane1 || die "a baseline training failed"
-wait $lane2 || die "an R-Drop training failed"
+wait $lane1 || die "a training failed (lane 1)"
+wait $lane2 || die "a training failed (lane 2)"
 read -r baseline rdrop < <($PYTHON "$ROOT/scripts/multi30k_report.py" --work "$work" --select)
 echo "picked on val: $baseline, $rdrop"
 bash "$ROOT/examples/translation/eval-multi30k.sh" "$data" "$work/$baseline/checkpoint_best.pt" \
