@@ -9,25 +9,8 @@ the same number of lines. The first problem is reported on one line, exit status
 
 import argparse
 import os
-import sys
 
-
-def count_lines(path):
-    if not os.path.isfile(path):
-        raise ValueError(f"missing file: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return sum(1 for _ in f)
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not valid UTF-8 ({e.reason} at byte {e.start})")
-
-
-def check_parallel(folder, splits, langs):
-    for split in splits:
-        counts = {lang: count_lines(os.path.join(folder, f"{split}.{lang}")) for lang in langs}
-        if len(set(counts.values())) > 1:
-            detail = ", ".join(f"{split}.{lang}: {n}" for lang, n in counts.items())
-            raise ValueError(f"line counts differ in {folder} ({detail})")
+from rdrop_scripts.text_files import check_parallel, exit_on_input_error
 
 
 def main(argv=None):
@@ -36,10 +19,9 @@ def main(argv=None):
     parser.add_argument("splits", nargs="+")
     parser.add_argument("--langs", nargs=2, required=True, metavar=("SRC", "TGT"))
     args = parser.parse_args(argv)
-    try:
-        check_parallel(args.folder, args.splits, args.langs)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    with exit_on_input_error():
+        for split in args.splits:
+            check_parallel(*(os.path.join(args.folder, f"{split}.{lang}") for lang in args.langs))
 
 
 if __name__ == "__main__":

@@ -25,13 +25,13 @@ as they are, and sacreBLEU and chrF see them Moses-detokenized (the references r
 import argparse
 import json
 import re
-import sys
 
 import sacremoses
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.significance import PairedTest
 
-from text_pipeline import InputError, MosesTokenizer, read_lines
+from rdrop_scripts.moses import MosesTokenizer
+from rdrop_scripts.text_files import InputError, atomic_output, exit_on_input_error, read_lines
 
 COMPOUND = re.compile(r"(\S)-(\S)")
 # fairseq-score maps reference <unk> to an id that matches nothing; this token cannot be produced
@@ -151,7 +151,7 @@ def main(argv=None):
         parser.error("--hyp needs --ref")
     if args.raw_ref and not args.tokenized:
         parser.error("--raw-ref needs --tokenized")
-    try:
+    with exit_on_input_error():
         if args.generate_log:
             hyps, log_refs = read_generate_log(args.generate_log)
             named = [(args.generate_log, hyps)]
@@ -176,15 +176,13 @@ def main(argv=None):
             raw_refs = read_lines(args.raw_ref)
             named.append((args.raw_ref, raw_refs))
         check_same_length(named)
-    except InputError as e:
-        sys.exit(f"error: {e}")
     result = evaluate(hyps, refs, baseline, args.tokenized, args.lang, raw_refs)
     if args.write_hyp:
-        with open(args.write_hyp, "w", encoding="utf-8") as f:
+        with atomic_output(args.write_hyp) as (f,):
             f.writelines(h + "\n" for h in hyps)
     print(json.dumps(result, ensure_ascii=False) if args.json else format_text(result))
     if args.save_json:
-        with open(args.save_json, "w", encoding="utf-8") as f:
+        with atomic_output(args.save_json) as (f,):
             json.dump(result, f, ensure_ascii=False, indent=1)
             f.write("\n")
 

@@ -19,7 +19,7 @@ import sys
 
 import torch
 
-from plot_logs import plot, read_fairseq_log
+from rdrop_scripts.training_logs import plot, read_fairseq_log
 
 SYSTEMS = ("baseline", "rdrop")
 

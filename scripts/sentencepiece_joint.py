@@ -8,57 +8,48 @@
 
 import argparse
 import os
-import sys
 
 import sentencepiece as spm
 
-
-def fail(message):
-    sys.exit(f"error: {message}")
-
-
-def check_readable(path):
-    if not os.path.isfile(path):
-        fail(f"no such file: {path}")
+from rdrop_scripts.text_files import (
+    InputError, atomic_output, check_exists, count_lines, exit_on_input_error, iter_lines,
+)
 
 
 def train(args):
     for path in args.files:
-        check_readable(path)
+        count_lines(path)  # exists and is UTF-8
     os.makedirs(os.path.dirname(os.path.abspath(args.model)), exist_ok=True)
-    spm.SentencePieceTrainer.train(
-        input=",".join(args.files),
-        model_prefix=args.model,
-        vocab_size=args.vocab_size,
-        model_type=args.model_type,
-        character_coverage=args.character_coverage,
-        input_sentence_size=args.input_sentence_size,
-        shuffle_input_sentence=True,
-        # fairseq's dictionary adds <s> <pad> </s> <unk> itself: keep only unk here
-        bos_id=-1,
-        eos_id=-1,
-        unk_surface="<unk>",
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            input=",".join(args.files),
+            model_prefix=args.model,
+            vocab_size=args.vocab_size,
+            model_type=args.model_type,
+            character_coverage=args.character_coverage,
+            input_sentence_size=args.input_sentence_size,
+            shuffle_input_sentence=True,
+            # fairseq's dictionary adds <s> <pad> </s> <unk> itself: keep only unk here
+            bos_id=-1,
+            eos_id=-1,
+            unk_surface="<unk>",
+            minloglevel=2,
+        )
+    except RuntimeError as e:  # e.g. a vocabulary larger than the text allows
+        raise InputError(f"sentencepiece cannot train on {' '.join(args.files)}: "
+                         f"{str(e).rpartition('] ')[2]}")
 
 
 def convert(args, encode):
-    check_readable(args.model)
-    check_readable(args.input)
+    check_exists(args.model)
+    check_exists(args.input)
     processor = spm.SentencePieceProcessor(model_file=args.model)
-    tmp = args.output + ".tmp"
-    try:
-        with open(args.input, encoding="utf-8") as fin, open(tmp, "w", encoding="utf-8") as fout:
-            for line in fin:
-                line = line.rstrip("\n")
-                if encode:
-                    fout.write(" ".join(processor.encode(line, out_type=str)) + "\n")
-                else:
-                    fout.write(processor.decode(line.split()) + "\n")
-    except UnicodeDecodeError as e:
-        os.remove(tmp)
-        fail(f"{args.input} is not valid UTF-8 ({e.reason} at byte {e.start})")
-    os.replace(tmp, args.output)
+    with atomic_output(args.output) as (out,):
+        for line in iter_lines(args.input):
+            if encode:
+                out.write(" ".join(processor.encode(line, out_type=str)) + "\n")
+            else:
+                out.write(processor.decode(line.split()) + "\n")
 
 
 def main(argv=None):
@@ -77,10 +68,11 @@ def main(argv=None):
         p.add_argument("--input", required=True)
         p.add_argument("--output", required=True)
     args = parser.parse_args(argv)
-    if args.command == "train":
-        train(args)
-    else:
-        convert(args, encode=args.command == "encode")
+    with exit_on_input_error():
+        if args.command == "train":
+            train(args)
+        else:
+            convert(args, encode=args.command == "encode")
 
 
 if __name__ == "__main__":

@@ -12,66 +12,15 @@ on one line naming the file, with exit status 1.
 """
 
 import argparse
-import contextlib
-import itertools
 import multiprocessing
 import os
 import re
-import sys
 
 import regex
 import sacremoses
 
-
-class InputError(Exception):
-    """A problem with an input file, reported to the user as one line."""
-
-
-def iter_lines(path):
-    """Yield the lines of a UTF-8 file without their trailing newline."""
-    if not os.path.isfile(path):
-        raise InputError(f"no such file: {path}")
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(f"{path}: line {number} is not valid UTF-8 ({e.reason})")
-            yield line[:-1] if line.endswith("\n") else line
-
-
-def read_lines(path):
-    return list(iter_lines(path))
-
-
-def iter_parallel(path1, path2):
-    """Yield line pairs of two parallel files; their line counts must match."""
-    sentinel = object()
-    for pair in itertools.zip_longest(iter_lines(path1), iter_lines(path2), fillvalue=sentinel):
-        if sentinel in pair:
-            counts = ", ".join(f"{p}: {sum(1 for _ in iter_lines(p))}" for p in (path1, path2))
-            raise InputError(f"parallel files have different line counts ({counts})")
-        yield pair
-
-
-@contextlib.contextmanager
-def atomic_output(*paths):
-    """Open ``paths`` for writing under temporary names; rename them into place on success."""
-    parts = [f"{path}.part" for path in paths]
-    files = []
-    try:
-        for part in parts:
-            os.makedirs(os.path.dirname(os.path.abspath(part)), exist_ok=True)
-            files.append(open(part, "w", encoding="utf-8"))
-        yield files
-    except BaseException:
-        for f, part in zip(files, parts):
-            f.close()
-            os.remove(part)
-        raise
-    for f, part, path in zip(files, parts, paths):
-        f.close()
-        os.replace(part, path)
+from rdrop_scripts.moses import MosesTokenizer
+from rdrop_scripts.text_files import atomic_output, exit_on_input_error, iter_lines, iter_parallel
 
 
 # -- extraction: the grep/sed steps of prepare-iwslt14.sh ------------------------------------------
@@ -98,16 +47,6 @@ def extract_xml(lines, straight_apostrophes=True):
 
 
 # -- tokenization: normalize-punctuation, remove-non-printing-char, tokenizer.perl, lowercase -----
-
-class MosesTokenizer(sacremoses.MosesTokenizer):
-    """sacremoses' port of tokenizer.perl plus a rule of the current perl script that it lacks:
-    a period ending the last word of a line is split off, whatever the word (``u.s.`` -> ``u.s .``)."""
-
-    FINAL_PERIOD = re.compile(r"(\S)\.$")
-
-    def handles_nonbreaking_prefixes(self, text):
-        return self.FINAL_PERIOD.sub(r"\1 .", super().handles_nonbreaking_prefixes(text))
-
 
 class Tokenizer:
     """One line in, one Moses-tokenized (XML-escaped) line out."""
@@ -258,10 +197,8 @@ def get_parser():
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    try:
+    with exit_on_input_error():
         args.func(args)
-    except InputError as e:
-        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

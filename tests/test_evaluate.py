@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_cli, shared
+from conftest import ROOT, run_cli
 
 SCRIPT = ROOT / "scripts" / "evaluate.py"
 
@@ -38,21 +38,22 @@ def degrade(lines, seed, drop=0.15):
 
 
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory):
-    """Multi30k val references with two degraded systems, as plain files."""
+def plain(corpus, tmp_path_factory):
+    """The synthetic corpus' English train side as references, with two degraded systems, as
+    plain files."""
     folder = tmp_path_factory.mktemp("plain")
-    refs = (shared("multi30k-de-en") / "val.en").read_text(encoding="utf-8").splitlines()
+    refs = (corpus.raw / "train.en").read_text(encoding="utf-8").splitlines()
     for name, lines in [("ref", refs), ("hyp", degrade(refs, 1, 0.1)), ("base", degrade(refs, 2, 0.2))]:
         (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
 
 
 @pytest.fixture(scope="module")
-def tokenized(tmp_path_factory):
-    """IWSLT tokenized references (with <unk>) and a degraded system with a shared <unk>."""
+def tokenized(corpus, tmp_path_factory):
+    """Tokenized, lowercased references (the synthetic corpus' English train side, as
+    prepare-iwslt14.sh leaves it, with an <unk>) and a degraded system with a shared <unk>."""
     folder = tmp_path_factory.mktemp("tok")
-    refs = (shared("iwslt14-de-en") / "reference-tokenized" / "IWSLT14.TED.tst2010.de-en.en").read_text(
-        encoding="utf-8").splitlines()
+    refs = (corpus.tok / "train.en").read_text(encoding="utf-8").splitlines()
     refs[3] = "<unk> " + refs[3]
     hyps = degrade(refs, 3)
     hyps[3] = "<unk> " + hyps[3]
@@ -79,7 +80,7 @@ def test_plain_files_equal_sacrebleu_cli(plain):
     assert ours["signature"] == bleu["signature"]
     assert f"{ours['chrf']:.4f}" == f"{chrf['score']:.4f}"
     assert ours["chrf_signature"] == chrf["signature"]
-    assert ours["n"] == 1014
+    assert ours["n"] == 1000
 
     baseline, system = sacrebleu_cli(plain / "ref", "-i", plain / "base", plain / "hyp", "-m", "bleu", "--paired-bs")
     assert ours["p_value"] == pytest.approx(system["BLEU"]["p_value"], abs=1e-12)
@@ -141,7 +142,7 @@ def test_errors(plain, tmp_path):
     result = evaluate("--hyp", tmp_path / "short", "--ref", plain / "ref")
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"error: different numbers of sentences ({tmp_path / 'short'}: 1, {plain / 'ref'}: 1014)")
+        f"error: different numbers of sentences ({tmp_path / 'short'}: 1, {plain / 'ref'}: 1000)")
 
     result = evaluate("--hyp", tmp_path / "missing", "--ref", plain / "ref")
     assert (result.returncode, result.stderr.strip()) == (1, f"error: no such file: {tmp_path / 'missing'}")

@@ -32,14 +32,14 @@ train_setup() {
   done
   mkdir -p "$save"
 }
-# joint_bpe VOCAB IN_DIR OUT_PREFIX SPM_PREFIX SRC TGT: learn one sentencepiece BPE model on
-# IN_DIR/train.{SRC,TGT} (SPM_PREFIX.model) and encode IN_DIR/{train,valid,test}.{SRC,TGT} into
-# OUT_PREFIX{train,valid,test}.{SRC,TGT}.
-joint_bpe() {
-  local vocab=$1 in=$2 out=$3 model=$4 src=$5 tgt=$6 split l
-  echo "== joint sentencepiece BPE ($vocab) on train"
+# joint_sentencepiece TYPE VOCAB IN_DIR OUT_PREFIX SPM_PREFIX SRC TGT: learn one sentencepiece
+# model of TYPE (bpe or unigram) on IN_DIR/train.{SRC,TGT} (SPM_PREFIX.model) and encode
+# IN_DIR/{train,valid,test}.{SRC,TGT} into OUT_PREFIX{train,valid,test}.{SRC,TGT}.
+joint_sentencepiece() {
+  local type=$1 vocab=$2 in=$3 out=$4 model=$5 src=$6 tgt=$7 split l
+  echo "== joint sentencepiece $type ($vocab) on train"
   $PYTHON "$ROOT/scripts/sentencepiece_joint.py" train --model "$model" \
-    --vocab-size "$vocab" --model-type bpe "$in/train.$src" "$in/train.$tgt"
+    --vocab-size "$vocab" --model-type "$type" "$in/train.$src" "$in/train.$tgt"
   for split in train valid test; do for l in $src $tgt; do
     $PYTHON "$ROOT/scripts/sentencepiece_joint.py" encode --model "$model.model" \
       --input "$in/$split.$l" --output "$out$split.$l"
@@ -53,15 +53,17 @@ binarize() {
     --workers "$(nproc)" > "$log" 2>&1 || { tail -n 20 "$log" >&2; die "fairseq-preprocess failed"; }
   rm -f "$log"
 }
-# generate_and_score DATA_BIN CHECKPOINT [fairseq-generate options]: decode the test set into
-# CHECKPOINT's name with .test.txt, then score that log with
-# scripts/evaluate.py --tokenized "${evaluate_args[@]}" (scores also saved as .test.json).
+# generate_and_score DATA_BIN CHECKPOINT [evaluate.py options...] -- [fairseq-generate options...]:
+# decode the test set into CHECKPOINT's name with .test.txt, then score that log with
+# scripts/evaluate.py --tokenized and the given options (scores also saved as .test.json).
 generate_and_score() {
-  local data=$1 checkpoint=$2 log=${2%.pt}.test.txt; shift 2
+  local data=$1 checkpoint=$2 log=${2%.pt}.test.txt scoring=(); shift 2
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do scoring+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
   [ -f "$checkpoint" ] || die "no such checkpoint: $checkpoint"
   fairseq-generate "$data" --user-dir "$USER_DIR" --path "$checkpoint" --gen-subset test \
     --remove-bpe sentencepiece --batch-size 128 "${DEVICE_FLAGS[@]}" "$@" > "$log.part"
   mv "$log.part" "$log"
-  $PYTHON "$ROOT/scripts/evaluate.py" --generate-log "$log" --tokenized "${evaluate_args[@]}" \
+  $PYTHON "$ROOT/scripts/evaluate.py" --generate-log "$log" --tokenized "${scoring[@]}" \
     --save-json "${log%.txt}.json"
 }

@@ -12,5 +12,4 @@ source "$(dirname "$0")/common.sh"
 data=$1 checkpoint=$2; shift 2
 baseline=()
 if [ "${1:-}" = --baseline-log ]; then baseline=(--baseline-generate-log "$2"); shift 2; fi
-evaluate_args=(--lang en "${baseline[@]}")
-generate_and_score "$data" "$checkpoint" --beam 5 "$@"
+generate_and_score "$data" "$checkpoint" --lang en "${baseline[@]}" -- --beam 5 "$@"

@@ -71,7 +71,7 @@ for l in $src $tgt; do
   for t in "${tests[@]}"; do cat "$stage/$t.$l"; done > "$tmp/test.$l"
 done
 
-joint_bpe "$bpe_tokens" "$tmp" "$work/out/" "$work/out/spm" $src $tgt
+joint_sentencepiece bpe "$bpe_tokens" "$tmp" "$work/out/" "$work/out/spm" $src $tgt
 
 binarize "$work/out" $src $tgt
 rm -rf "$out"

@@ -3,7 +3,8 @@
 # Usage: prepare-multi30k.sh [--data DIR] [--out DIR] [--vocab-size N]
 #   --data: folder with {train,val,test_2016_flickr}.{de,en} (default ../shared/data/multi30k-de-en
 #           beside the repo when present, else the public corpus is downloaded)
-#   --out:  data-bin folder (default data-bin/multi30k-de-en); also holds spm.model and raw/ refs
+#   --out:  data-bin folder (default data-bin/multi30k-de-en); also holds spm.model, the subword
+#           text {train,valid,test}.{de,en} and the raw text raw/{train,valid,test}.{de,en}
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 data= out=data-bin/multi30k-de-en vocab=8000
@@ -31,25 +32,12 @@ fi
 [ -d "$data" ] || die "--data $data: no such directory"
 $PYTHON "$ROOT/scripts/check_parallel.py" "$data" train val test_2016_flickr --langs de en
 
-echo "== sentencepiece (joint, $vocab) on $data/train.{de,en}"
-$PYTHON "$ROOT/scripts/sentencepiece_joint.py" train --model "$work/spm" --vocab-size "$vocab" \
-  "$data/train.de" "$data/train.en"
-mkdir -p "$work/spm-text" "$work/raw"
+mkdir -p "$work/bin/raw"
 for pair in train:train val:valid test_2016_flickr:test; do
-  for l in de en; do
-    $PYTHON "$ROOT/scripts/sentencepiece_joint.py" encode --model "$work/spm.model" \
-      --input "$data/${pair%%:*}.$l" --output "$work/spm-text/${pair##*:}.$l"
-    cp "$data/${pair%%:*}.$l" "$work/raw/${pair##*:}.$l"
-  done
+  for l in de en; do cp "$data/${pair%%:*}.$l" "$work/bin/raw/${pair##*:}.$l"; done
 done
-
-echo "== fairseq-preprocess"
-fairseq-preprocess --source-lang de --target-lang en --joined-dictionary \
-  --trainpref "$work/spm-text/train" --validpref "$work/spm-text/valid" --testpref "$work/spm-text/test" \
-  --destdir "$work/bin" --workers 2 > "$work/preprocess.log" 2>&1 \
-  || { cat "$work/preprocess.log" >&2; die "fairseq-preprocess failed"; }
-cp "$work/spm.model" "$work/spm.vocab" "$work/bin/"
-mv "$work/raw" "$work/bin/raw"
+joint_sentencepiece unigram "$vocab" "$work/bin/raw" "$work/bin/" "$work/bin/spm" de en
+binarize "$work/bin" de en
 rm -rf "$out"; mkdir -p "$(dirname "$out")"
 mv "$work/bin" "$out"
 touch "$out/.complete"

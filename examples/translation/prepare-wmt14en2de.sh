@@ -101,7 +101,7 @@ test_side $tgt "$test_ref"
 [ "$(wc -l < "$tmp/test.$src")" = "$(wc -l < "$tmp/test.$tgt")" ] \
   || die "$test_src and $test_ref have different numbers of <seg> lines"
 
-joint_bpe "$vocab" "$tmp" "$stage/bpe." "$work/out/spm" $src $tgt
+joint_sentencepiece bpe "$vocab" "$tmp" "$stage/bpe." "$work/out/spm" $src $tgt
 for split in train valid; do
   pipeline clean --ratio 1.5 --min-len 1 --max-len 250 "$stage/bpe.$split" $src $tgt "$work/out/$split"
 done
