@@ -11,14 +11,30 @@ logits' dtype.
 
 Gradient per row, with ``l = log p``, ``d = l₁ − l₂``, ``a = 1 − ε − εᵢ``, ``εᵢ = ε/(V−1)``:
 ``∂/∂x₁ = (a + εᵢV) p₁ − εᵢ − a·onehot(y) + ½α[p₁ ⊙ (d − KL(p₁‖p₂)) + p₁ − p₂]`` (copy 2 alike).
+
+:func:`rdrop_loss` is the entry point: on CUDA with Triton installed it runs the same maths as
+one Triton program per row pair (``triton_loss.py``), pad rows masked on the device; otherwise this
+PyTorch function over the counted rows.
 """
 
 import torch
 from torch.autograd.function import once_differentiable
 
-#: Rows of each copy per chunk: small enough that a chunk's fp32 temporaries stay in cache, large
-#: enough to amortise the per-op overhead.
+#: Rows of each copy per chunk on CPU: small enough that a chunk's fp32 temporaries stay in cache,
+#: large enough to amortise the per-op overhead.
 CHUNK_ROWS = 32
+
+#: Bytes of fp32 temporaries one chunk may hold on CUDA, where per-op launch overhead, not cache,
+#: decides: thousands of rows per chunk at usual vocabularies.
+CUDA_CHUNK_BYTES = 1 << 30
+
+#: Bytes of temporaries per row pair and vocabulary entry: about six fp32 tensors of both rows.
+_BYTES_PER_PAIR_ENTRY = 2 * 6 * 4
+
+
+def cuda_chunk_rows(vocab, budget_bytes=CUDA_CHUNK_BYTES):
+    """Row pairs per chunk on CUDA: as many as the temporaries' memory budget allows."""
+    return max(CHUNK_ROWS, budget_bytes // (_BYTES_PER_PAIR_ENTRY * vocab))
 
 
 def _chunk_log_probs(logits, pairs, start, stop, dtype):
@@ -35,10 +51,14 @@ def _copy_difference(lprobs, half):
 
 class FusedRDropLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, pairs, target, epsilon, alpha, chunk_rows=CHUNK_ROWS):
+    def forward(
+        ctx, logits, pairs, target, epsilon, alpha, chunk_rows=CHUNK_ROWS, device_scalar=None
+    ):
         """``logits``: (rows, V); ``pairs``: (2, m) row indices of the m non-pad target positions
         in copy 1 and, aligned, in copy 2; ``target``: (m,). Returns the summed loss, the summed
-        NLL of both copies and the summed symmetric KL (the last two for logging only)."""
+        NLL of both copies and the summed symmetric KL (the last two for logging only).
+        ``device_scalar`` (default: on CUDA): the backward keeps ``grad_output`` a tensor rather
+        than reading it to the host, which would wait for the device."""
         dtype = torch.promote_types(logits.dtype, torch.float32)
         eps_i = epsilon / (logits.size(-1) - 1)
         nll = logits.new_zeros((), dtype=dtype)
@@ -58,6 +78,7 @@ class FusedRDropLoss(torch.autograd.Function):
         loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth + alpha * kl
         ctx.save_for_backward(logits, pairs, target)
         ctx.epsilon, ctx.alpha, ctx.chunk_rows = epsilon, alpha, chunk_rows
+        ctx.device_scalar = logits.is_cuda if device_scalar is None else device_scalar
         ctx.mark_non_differentiable(nll, kl)
         return loss, nll, kl
 
@@ -67,7 +88,7 @@ class FusedRDropLoss(torch.autograd.Function):
         logits, pairs, target = ctx.saved_tensors
         dtype = torch.promote_types(logits.dtype, torch.float32)
         vocab = logits.size(-1)
-        g = grad_loss.item()
+        g = grad_loss.to(dtype) if ctx.device_scalar else grad_loss.item()
         eps_i = ctx.epsilon / (vocab - 1)
         a = 1.0 - ctx.epsilon - eps_i
         half_alpha = 0.5 * ctx.alpha * g
@@ -75,28 +96,71 @@ class FusedRDropLoss(torch.autograd.Function):
         grad = torch.zeros_like(logits)
         for start in range(0, pairs.size(1), ctx.chunk_rows):
             lprobs, half = _chunk_log_probs(logits, pairs, start, start + ctx.chunk_rows, dtype)
-            diff = _copy_difference(lprobs, half) if half_alpha else None
+            diff = _copy_difference(lprobs, half) if ctx.alpha else None
             probs = lprobs.exp_()
             y = target[start : start + half].unsqueeze(1)
             for copy, sign in ((0, 1.0), (1, -1.0)):
                 p = probs[copy * half : (copy + 1) * half]
-                if half_alpha:
+                if ctx.alpha:
                     other = probs[(1 - copy) * half : (2 - copy) * half]
                     p_diff = p * diff  # p ⊙ (l_this − l_other), up to the sign
                     kl_row = p_diff.sum(-1, keepdim=True).mul_(sign)  # KL(p_this ‖ p_other)
                     row_grad = p_diff.mul_(sign * half_alpha)
                     row_grad.addcmul_(p, p_coef - half_alpha * kl_row)
-                    row_grad.add_(other, alpha=-half_alpha)
+                    if ctx.device_scalar:
+                        row_grad.addcmul_(other, half_alpha, value=-1.0)
+                    else:
+                        row_grad.add_(other, alpha=-half_alpha)
                 else:
                     row_grad = p * p_coef
                 row_grad.sub_(g * eps_i)
-                row_grad.scatter_add_(1, y, row_grad.new_full(y.shape, -g * a))
+                if ctx.device_scalar:
+                    target_grad = (-a * g).expand(y.shape)
+                else:
+                    target_grad = row_grad.new_full(y.shape, -g * a)
+                row_grad.scatter_add_(1, y, target_grad)
                 grad.index_copy_(0, pairs[copy, start : start + half], row_grad.to(grad.dtype))
-        return grad, None, None, None, None, None
+        return grad, None, None, None, None, None, None
+
+
+def rdrop_loss(logits, target, keep, epsilon, alpha, backend=None):
+    """R-Drop loss of a log-softmax output layer straight from ``logits`` (2n, V), rows [0, n)
+    copy 1 and [n, 2n) copy 2 aligned, with copy 1's targets ``target`` (n,) and ``keep`` (n,),
+    the positions to count: ``(loss, nll_loss, kl_loss)``, the summed label-smoothed NLL of both
+    copies + α·½Σ(p−q)(log p − log q), and for logging the summed NLL and symmetric KL.
+
+    ``backend``: ``"triton"`` (CUDA, or CPU tensors under ``TRITON_INTERPRET=1``), ``"torch"``
+    (this module's function over ``keep.nonzero()``), or None: Triton for fp16/bf16/fp32 logits
+    on CUDA when it imports, PyTorch otherwise."""
+    backend = backend or _default_backend(logits)
+    if logits.dim() != 2 or logits.size(0) != 2 * target.numel() or keep.shape != target.shape:
+        raise ValueError(
+            f"expected logits (2n, V), target (n,) and keep (n,), got {tuple(logits.shape)}, "
+            f"{tuple(target.shape)} and {tuple(keep.shape)}"
+        )
+    if backend == "triton":
+        from .triton_loss import TritonRDropLoss
+
+        return TritonRDropLoss.apply(logits, target, keep, float(epsilon), float(alpha))
+    if backend != "torch":
+        raise ValueError(f"backend must be 'torch', 'triton' or None, got {backend!r}")
+    rows = keep.nonzero().view(-1)
+    pairs = torch.stack([rows, rows + target.numel()])
+    chunk_rows = cuda_chunk_rows(logits.size(-1)) if logits.is_cuda else CHUNK_ROWS
+    return fused_rdrop_loss(logits, pairs, target[rows], epsilon, alpha, chunk_rows)
+
+
+def _default_backend(logits):
+    if not logits.is_cuda or logits.dtype == torch.float64:
+        return "torch"
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "triton"
 
 
 def fused_rdrop_loss(logits, pairs, target, epsilon, alpha, chunk_rows=CHUNK_ROWS):
-    """R-Drop loss of fairseq's log-softmax output layer straight from ``logits`` (rows, V):
-    ``(loss, nll_loss, kl_loss)`` summed over the aligned non-pad rows ``pairs`` (2, m) with
-    targets ``target`` (m,), as label_smoothed_nll_loss on both copies + α·symmetric KL."""
+    """:func:`rdrop_loss` in PyTorch over explicit row pairs: ``pairs`` (2, m) holds the row
+    indices of the m counted positions in copy 1 and, aligned, in copy 2; ``target`` (m,)."""
     return FusedRDropLoss.apply(logits, pairs, target, float(epsilon), float(alpha), chunk_rows)

@@ -1,12 +1,22 @@
-"""The fused R-Drop loss against the plain formula (fairseq's label_smoothed_nll_loss on both
-copies + ½[KL(P‖Q) + KL(Q‖P)] with F.kl_div): values, gradients, dtypes, edge batches."""
+"""The PyTorch R-Drop loss against the plain formula (fairseq's label_smoothed_nll_loss on both
+copies + ½[KL(P‖Q) + KL(Q‖P)] with F.kl_div): values, gradients, dtypes, edge batches, the
+``rdrop_loss`` entry point and its chunk size on CUDA. The Triton kernel: test_triton_loss.py."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 
-from rdrop_fairseq.fused_loss import fused_rdrop_loss
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from rdrop_fairseq.fused_loss import (
+    CHUNK_ROWS,
+    CUDA_CHUNK_BYTES,
+    FusedRDropLoss,
+    cuda_chunk_rows,
+    fused_rdrop_loss,
+    rdrop_loss,
+)
 
 EPS = 0.1
 
@@ -113,3 +123,84 @@ def test_extreme_logits_stay_finite():
     ref_loss, _, _ = plain_rdrop_loss(extreme.detach(), pairs, target, EPS, 5.0)
     assert torch.isfinite(loss) and torch.isfinite(extreme.grad).all()
     assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+
+
+def test_rdrop_loss_counts_the_kept_positions_of_aligned_copies():
+    logits, _, _ = setup(14, 0, 40, seed=9)
+    target = torch.randint(40, (7,), generator=torch.Generator().manual_seed(9))
+    keep = torch.tensor([True, False, True, True, False, True, True])
+    loss, nll, kl = rdrop_loss(logits, target, keep, EPS, 5.0)
+    loss.backward(torch.tensor(1.7))
+    rows = keep.nonzero().view(-1)
+    ref_logits = logits.detach().double().requires_grad_()
+    ref_loss, ref_nll, ref_kl = plain_rdrop_loss(
+        ref_logits, torch.stack([rows, rows + 7]), target[rows], EPS, 5.0
+    )
+    (1.7 * ref_loss).backward()
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kl.double(), ref_kl, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits.grad.double(), ref_logits.grad, rtol=1e-5, atol=1e-5)
+    assert logits.grad[torch.cat([~keep, ~keep])].abs().max() == 0
+
+
+def test_log_probabilities_as_input_give_the_same_parameter_gradients():
+    """The criterion's generic path feeds log-probabilities (log_softmax of log-probabilities is
+    themselves); the extra ``−p·Σg`` gradient term must vanish behind a normalised output."""
+    g = torch.Generator().manual_seed(10)
+    z = (3 * torch.randn(12, 30, generator=g, dtype=torch.float64)).requires_grad_()
+    target, keep = torch.randint(30, (6,), generator=g), torch.ones(6, dtype=torch.bool)
+    via_lprobs = rdrop_loss(F.log_softmax(z, -1), target, keep, EPS, 5.0)
+    (grad_via_lprobs,) = torch.autograd.grad(via_lprobs[0], z)
+    via_logits = rdrop_loss(z, target, keep, EPS, 5.0)
+    (grad_via_logits,) = torch.autograd.grad(via_logits[0], z)
+    for a, b in zip(via_lprobs, via_logits):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(grad_via_lprobs, grad_via_logits)
+
+
+def test_rdrop_loss_rejects_misaligned_shapes_and_unknown_backends():
+    logits, target, keep = torch.zeros(6, 5), torch.zeros(3, dtype=torch.long), torch.ones(3).bool()
+    with pytest.raises(ValueError, match="expected logits"):
+        rdrop_loss(logits[:5], target, keep, EPS, 5.0)
+    with pytest.raises(ValueError, match="expected logits"):
+        rdrop_loss(logits, target, keep[:2], EPS, 5.0)
+    with pytest.raises(ValueError, match="backend"):
+        rdrop_loss(logits, target, keep, EPS, 5.0, backend="cuda")
+
+
+def test_cuda_chunks_hold_thousands_of_rows_within_the_memory_budget():
+    for vocab, at_least in ((10_000, 4_000), (40_000, 1_000)):
+        pairs = cuda_chunk_rows(vocab)
+        assert 2 * pairs >= at_least  # rows of both copies per chunk
+        assert pairs * 2 * vocab * 4 * 6 <= CUDA_CHUNK_BYTES  # six fp32 temporaries of both rows
+    assert cuda_chunk_rows(10_000, budget_bytes=1 << 30) == 2 * cuda_chunk_rows(10_000, 1 << 29)
+    assert cuda_chunk_rows(10**9) == CHUNK_ROWS  # never fewer rows than on CPU
+
+
+class HostSyncs(TorchDispatchMode):
+    """Records the aten ops that make the host wait for a CUDA device (on any device)."""
+
+    SYNCING = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::item"}
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name in self.SYNCING:
+            self.seen.append(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 5.0])
+def test_backward_with_a_device_scalar_grad_output_reads_nothing_to_the_host(alpha):
+    """What the PyTorch path does on CUDA (grad_output kept on the device), checked on CPU."""
+    logits, pairs, target = setup(21, 9, 50, seed=11)
+    grads = []
+    for device_scalar in (False, True):
+        loss, _, _ = FusedRDropLoss.apply(logits, pairs, target, EPS, alpha, 4, device_scalar)
+        with HostSyncs() as syncs:
+            (grad,) = torch.autograd.grad(loss, logits, torch.tensor(1.7))
+        assert syncs.seen == ([] if device_scalar else ["aten::_local_scalar_dense"])
+        grads.append(grad)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-6, atol=1e-7)
