@@ -1,21 +1,14 @@
 """Translation task that trains on both R-Drop copies of each batch."""
 
-from dataclasses import dataclass
-
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from .cli_errors import UsageError, check_dictionaries, missing_data_error
+from .errors import UsageError, check_dictionaries, missing_data_error
 from .criterion import LabelSmoothedCrossEntropyRDropCriterion
 from .sample import duplicate_sample
 
 
-@dataclass
-class RDropTranslationConfig(TranslationConfig):
-    pass
-
-
-@register_task("rdrop_translation", dataclass=RDropTranslationConfig)
+@register_task("rdrop_translation", dataclass=TranslationConfig)
 class RDropTranslationTask(TranslationTask):
     """``translation`` whose training step stacks each batch with itself along dim 0, so the
     two copies see different dropout masks in one forward pass. Validation, generation and
