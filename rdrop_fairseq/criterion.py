@@ -1,22 +1,24 @@
 """Label-smoothed cross-entropy with the R-Drop consistency term."""
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
+import torch
 from fairseq import utils
 from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
     LabelSmoothedCrossEntropyCriterionConfig,
-    label_smoothed_nll_loss,
 )
+from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 from fairseq.models import BaseFairseqModel, FairseqDecoder
 from fairseq.models.transformer import TransformerModelBase
 
-from .cli_errors import UsageError
-from .fused_loss import fused_rdrop_loss
-from .kl import symmetric_kl
+from . import cutoff
+from .errors import UsageError
+from .fused_loss import rdrop_loss
 from .sample import duplicate_sample
 
 
@@ -28,6 +30,21 @@ class LabelSmoothedCrossEntropyRDropCriterionConfig(LabelSmoothedCrossEntropyCri
             "help": "weight α of the symmetric KL between the two dropout copies "
             "(paper: 5 for IWSLT14, 3-5 for WMT14); 0 trains exactly like "
             "label_smoothed_cross_entropy"
+        },
+    )
+    rdrop_cutoff: float = field(
+        default=0.0,
+        metadata={
+            "help": "during training, zero each source and target-input token embedding of the "
+            "second copy (EOS excepted) with this probability, before positions are added, as "
+            "in Cutoff/SimCut; needs --rdrop-alpha > 0; 0 = off"
+        },
+    )
+    rdrop_loss: ChoiceEnum(["rdrop", "simcut"]) = field(
+        default="rdrop",
+        metadata={
+            "help": "rdrop: label-smoothed NLL of both copies + α·½[KL(P₁‖P₂)+KL(P₂‖P₁)]; "
+            "simcut: label-smoothed NLL of the first (clean) copy + α·KL(P₁‖P₂), SimCut's loss"
         },
     )
 
@@ -51,6 +68,8 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         ignore_prefix_size=0,
         report_accuracy=False,
         rdrop_alpha=5.0,
+        rdrop_cutoff=0.0,
+        rdrop_loss="rdrop",
     ):
         super().__init__(
             task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy
@@ -59,14 +78,24 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
                 and rdrop_alpha >= 0):
             raise UsageError(f"--rdrop-alpha must be a finite number >= 0, got {rdrop_alpha!r}")
         self.rdrop_alpha = float(rdrop_alpha)
+        if not (isinstance(rdrop_cutoff, (int, float)) and 0 <= rdrop_cutoff < 1):
+            raise UsageError(f"--rdrop-cutoff must be a probability in [0, 1), got {rdrop_cutoff!r}")
+        if rdrop_cutoff > 0 and self.rdrop_alpha == 0:
+            raise UsageError("--rdrop-cutoff needs --rdrop-alpha > 0 (with 0 the criterion is "
+                             "the stock one, which runs one clean copy)")
+        self.rdrop_cutoff = float(rdrop_cutoff)
+        self.rdrop_loss = str(rdrop_loss)
 
     def forward(self, model, sample, reduce=True):
         if not (model.training and self.rdrop_alpha > 0):
             return super().forward(model, sample, reduce=reduce)
 
         sample = duplicate_sample(sample)
-        net_output = model(**sample["net_input"])
-        if outputs_log_softmax_of_logits(model):
+        with self.second_copy_cutoff(model):
+            net_output = model(**sample["net_input"])
+        if self.rdrop_loss == "simcut":
+            loss, nll_loss, kl_loss, n_correct, total = self.simcut_loss(model, net_output, sample)
+        elif outputs_log_softmax_of_logits(model):
             loss, nll_loss, kl_loss, n_correct, total = self.fused_loss(model, net_output, sample)
         else:
             loss, nll_loss, kl_loss, n_correct, total = self.generic_loss(model, net_output, sample)
@@ -75,8 +104,8 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         sample_size = nsentences if self.sentence_avg else sample["ntokens"]
         logging_output = {
             "loss": loss.data,
-            # the mean of the two copies, so that nll_loss/ntokens is per target token
-            "nll_loss": nll_loss.data / 2,
+            # per copy (simcut: the clean copy's), so that nll_loss/ntokens is per target token
+            "nll_loss": nll_loss.data / (1 if self.rdrop_loss == "simcut" else 2),
             "kl_loss": kl_loss.data,
             "ntokens": sample["ntokens"],
             "nsentences": nsentences,
@@ -84,33 +113,56 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         }
         if self.report_accuracy:
             logging_output["n_correct"] = utils.item(n_correct)
-            logging_output["total"] = total
+            logging_output["total"] = utils.item(total)
         return loss, sample_size, logging_output
 
     def fused_loss(self, model, net_output, sample):
-        """The loss straight from the logits, chunked (see fused_loss.py): the fast path."""
+        """The loss straight from the logits (see fused_loss.py): the fast path. Pad positions
+        are masked, not removed, so on CUDA nothing waits for the device."""
         logits = net_output[0]
-        target = model.get_targets(sample, net_output)
-        keep = self.counted_positions(target)
-        pairs = keep.reshape(-1).nonzero().view(2, -1)  # copy 2's rows follow copy 1's, aligned
-        flat_target = target.reshape(-1)[pairs[0]]
         flat_logits = logits.reshape(-1, logits.size(-1))
-        loss, nll_loss, kl_loss = fused_rdrop_loss(
-            flat_logits, pairs, flat_target, self.eps, self.rdrop_alpha
+        target = model.get_targets(sample, net_output)
+        keep = self.counted_positions(target).reshape(-1)
+        target = target.reshape(-1)
+        copy_positions = target.numel() // 2  # copy 2's positions follow copy 1's, aligned
+        loss, nll_loss, kl_loss = rdrop_loss(
+            flat_logits, target[:copy_positions], keep[:copy_positions], self.eps, self.rdrop_alpha
         )
+        n_correct = total = None
+        if self.report_accuracy:
+            n_correct = (flat_logits.detach().argmax(1).eq(target) & keep).sum()
+            total = keep.sum()
+        return loss, nll_loss, kl_loss, n_correct, total
+
+    def second_copy_cutoff(self, model):
+        """Cuts the second copy's token embeddings (see cutoff.py) with --rdrop-cutoff > 0."""
+        if not self.rdrop_cutoff:
+            return contextlib.nullcontext()
+        dictionaries = [getattr(self.task, "source_dictionary", None), self.task.target_dictionary]
+        never_cut = {i for d in dictionaries if d is not None for i in (d.eos(), d.pad())}
+        return cutoff.second_copy_cutoff(model, self.rdrop_cutoff, never_cut)
+
+    def simcut_loss(self, model, net_output, sample):
+        """SimCut's loss (see cutoff.py) from ``model.get_normalized_probs``."""
+        lprobs, target = self.get_nonpad_lprobs_and_target(model, net_output, sample)
+        loss, nll_loss, kl_loss = cutoff.simcut_loss(lprobs, target, self.eps, self.rdrop_alpha)
+        clean_rows = target.numel() // 2
         n_correct = None
         if self.report_accuracy:
-            predicted = flat_logits.detach().index_select(0, pairs.view(-1)).argmax(1)
-            n_correct = predicted.eq(flat_target.repeat(2)).sum()
-        return loss, nll_loss, kl_loss, n_correct, pairs.numel()
+            n_correct = lprobs[:clean_rows].detach().argmax(1).eq(target[:clean_rows]).sum()
+        return loss, nll_loss, kl_loss, n_correct, clean_rows
 
     def generic_loss(self, model, net_output, sample):
-        """The loss from ``model.get_normalized_probs`` (adaptive softmax, custom output layers)."""
+        """The loss from ``model.get_normalized_probs`` (adaptive softmax, custom output layers)
+        by the fused loss on the log-probabilities, whose log-softmax they are. Its gradient gains
+        ``−p·Σg`` per row, which reaches no parameter while the output stays normalised:
+        ``Σ p·∂(log p)/∂θ = ∂(Σ p)/∂θ = 0``."""
         lprobs, target = self.get_nonpad_lprobs_and_target(model, net_output, sample)
-        loss, nll_loss = label_smoothed_nll_loss(lprobs, target, self.eps)
         copy_rows = lprobs.size(0) // 2  # rows [0, n) are copy 1, [n, 2n) copy 2
-        kl_loss = symmetric_kl(lprobs[:copy_rows], lprobs[copy_rows:])
-        loss = loss + self.rdrop_alpha * kl_loss
+        every_row = target.new_ones(copy_rows, dtype=torch.bool)
+        loss, nll_loss, kl_loss = rdrop_loss(
+            lprobs, target[:copy_rows], every_row, self.eps, self.rdrop_alpha
+        )
         n_correct = lprobs.detach().argmax(1).eq(target).sum() if self.report_accuracy else None
         return loss, nll_loss, kl_loss, n_correct, target.numel()
 
