@@ -1,4 +1,4 @@
-"""fairseq's own command lines with the plugin, on real text: preprocess, train with R-Drop,
+"""fairseq's own command lines with the plugin, on the synthetic corpus: train with R-Drop,
 resume, generate every test sentence, score with sacreBLEU; plus the CLI's bad-input errors."""
 
 import json
@@ -9,7 +9,7 @@ import pytest
 from fairseq.data import data_utils
 
 import rdrop_fairseq  # noqa: F401  (applies the fairseq fixes)
-from conftest import ROOT, USER_DIR, run_cli, shared
+from conftest import ROOT, USER_DIR, run_cli
 
 TINY = [
     "--arch", "transformer", "--share-all-embeddings",
@@ -42,22 +42,6 @@ def json_records(text, key):
             except json.JSONDecodeError:
                 pass
     return records
-
-
-@pytest.fixture(scope="module")
-def data_bin(tmp_path_factory):
-    toy = shared("ted-toy-de-en")
-    out = tmp_path_factory.mktemp("ted-toy")
-    # a 13-sentence test set: not a multiple of --required-batch-size-multiple (8)
-    (out / "test13.de").write_text("".join(open(toy / "test.de").readlines()[:13]))
-    (out / "test13.en").write_text("".join(open(toy / "test.en").readlines()[:13]))
-    run_cli(
-        "fairseq-preprocess", "--source-lang", "de", "--target-lang", "en",
-        "--trainpref", toy / "train", "--validpref", toy / "dev",
-        "--testpref", f"{toy / 'test'},{out / 'test13'}", "--joined-dictionary",
-        "--thresholdsrc", "2", "--destdir", out / "bin", "--workers", "1",
-    )
-    return out / "bin"
 
 
 @pytest.fixture(scope="module")
