@@ -4,7 +4,7 @@ setup(
     name="rdrop-fairseq",
     version="0.1.0",
     description="R-Drop (Regularized Dropout) as a fairseq --user-dir plugin for translation",
-    packages=find_packages(include=["rdrop_fairseq", "rdrop_fairseq.*"]),
+    packages=find_packages(include=["rdrop_fairseq", "rdrop_fairseq.*", "rdrop_scripts"]),
     python_requires=">=3.10",
     install_requires=[
         # stock fairseq 0.12.2 cannot be imported on Python 3.11; this is a prebuilt wheel of
@@ -17,5 +17,5 @@ setup(
         "sentencepiece==0.2.3",
         "sacremoses==0.2.0",
     ],
-    extras_require={"test": ["pytest==9.2.0"], "plot": ["matplotlib==3.11.2"]},
+    extras_require={"test": ["pytest==9.2.0", "triton==3.6.0; platform_system == 'Linux'", "ctranslate2==4.8.5"], "plot": ["matplotlib==3.11.2"], "ctranslate2": ["ctranslate2==4.8.5"]},
 )

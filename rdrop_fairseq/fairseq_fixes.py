@@ -116,6 +116,8 @@ def unreadable_checkpoint(path, exc):
         return f"checkpoint {path} is empty"
     if head.startswith(b"PK\x03\x04") and not _complete_zip(path):
         return f"checkpoint {path} is truncated or corrupt (a damaged zip archive)"
+    if not head.startswith(b"PK") and head[:1] != b"\x80":
+        return f"{path} is not a PyTorch checkpoint (neither a zip archive nor a pickle)"
     if isinstance(exc, pickle.UnpicklingError) and message.startswith("Weights only load failed"):
         refused = re.search(r"GLOBAL (\S+)|but got <class '([^']+)'>", message)
         if refused:
@@ -128,8 +130,6 @@ def unreadable_checkpoint(path, exc):
                 f"if you trust this file, set {TRUST_CHECKPOINTS}=1")
     if head[:1] == b"\x80" and (isinstance(exc, EOFError) or "unexpected EOF" in message):
         return f"checkpoint {path} is truncated (an incomplete pickle)"
-    if not head.startswith(b"PK") and head[:1] != b"\x80":
-        return f"{path} is not a PyTorch checkpoint (neither a zip archive nor a pickle)"
     return f"cannot read checkpoint {path} ({first_line(exc)})"
 
 
