@@ -5,6 +5,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
+
+# Triton decides when it is imported whether kernels are compiled or interpreted. Without a GPU
+# they can only be interpreted, so the whole session interprets them (tests/test_triton_loss.py);
+# with one, tests/test_cuda_loss.py runs them compiled.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import synthetic_corpus
 

@@ -1,0 +1,80 @@
+"""What the R-Drop loss kernels are checked against: the loss and its logit gradient in float64
+from the definitions, on the logits' device, and how far an fp32/fp16/bf16 gradient may be from
+it. Shared by the kernel tests, interpreted (test_triton_loss.py) and compiled (test_cuda_loss.py).
+"""
+
+import torch
+import torch.nn.functional as F
+
+#: fp32 rounding of a gradient entry, in units of 2⁻²⁴ times the sum of its terms' magnitudes (an
+#: entry can be the small difference of large terms; p = exp(x − lse) carries lse's rounding).
+FP32_ROUNDING = 64 * 2.0**-24
+
+
+def reference(logits, target, keep, epsilon, alpha, grad_output):
+    """(loss, nll, kl) and the logits' gradient in float64 from the definitions, all pairs at once:
+    fairseq's label-smoothed NLL of both copies + α·½[KL(p‖q) + KL(q‖p)], summed over the kept
+    pairs. A token that is −inf in both copies of a pair adds nothing (probability 0 in both)."""
+    x = logits.detach().double().requires_grad_()
+    n, vocab = target.numel(), x.size(1)
+    eps_i = epsilon / (vocab - 1)
+    lprobs = F.log_softmax(x, -1)
+    l1, l2 = lprobs[:n], lprobs[n:]
+    both_masked = x[:n].isneginf() & x[n:].isneginf()
+    d = torch.where(both_masked, 0.0, l1 - l2)  # −inf − −inf: NaN, and no contribution
+    y = target.view(n, 1)
+    pair_nll = -(l1.gather(1, y) + l2.gather(1, y)).view(n)
+    kl12 = (l1.exp() * d).sum(-1)
+    kl21 = -(l2.exp() * d).sum(-1)
+    pair_loss = (1 - epsilon - eps_i) * pair_nll + alpha * 0.5 * (kl12 + kl21)
+    if epsilon:
+        pair_loss = pair_loss - eps_i * (l1.sum(-1) + l2.sum(-1))
+    kept = keep.view(n)
+    loss = torch.where(kept, pair_loss, 0.0).sum()
+    nll = torch.where(kept, pair_nll, 0.0).sum().detach()
+    kl = torch.where(kept, 0.5 * (kl12 + kl21), 0.0).sum().detach()
+    (grad_output * loss).backward()
+    return loss.detach(), nll, kl, x.grad
+
+
+def gradient_term_sizes(logits, target, keep, epsilon, alpha, grad_output):
+    """Per logit, Σ|terms| of the gradient formula in float64; 0 on pad rows."""
+    x = logits.detach().double()
+    n, vocab = target.numel(), x.size(1)
+    eps_i = epsilon / (vocab - 1)
+    a = 1 - epsilon - eps_i
+    lprobs = x.log_softmax(-1)
+    l1, l2 = lprobs[:n], lprobs[n:]
+    p1, p2 = l1.exp(), l2.exp()
+    d = (l1 - l2).nan_to_num(nan=0.0).abs()
+    onehot = F.one_hot(target, vocab)
+    sizes = []
+    for p, kl in ((p1, (p1 * d).sum(-1, keepdim=True)), (p2, (p2 * d).sum(-1, keepdim=True))):
+        nll = (a + eps_i * vocab) * p + eps_i + a * onehot
+        sizes.append((nll + 0.5 * alpha * (p * (d + kl) + p1 + p2)) * keep.unsqueeze(1))
+    return grad_output * torch.cat(sizes)
+
+
+def ulp(x):
+    """The spacing of ``x``'s dtype at each value of ``x`` (subnormal spacing near zero)."""
+    info = torch.finfo(x.dtype)
+    _, exponent = torch.frexp(x.float())
+    spacing = info.eps * torch.exp2(exponent.float() - 1)
+    subnormal_spacing = info.eps * info.smallest_normal
+    return torch.where(x.float().abs() >= info.smallest_normal, spacing, subnormal_spacing)
+
+
+def assert_gradient_close(grad, exact, term_sizes, rounding=FP32_ROUNDING):
+    """fp32: ``grad`` equals the float64 ``exact`` within fp32 rounding (``rounding`` times the
+    term sizes). fp16/bf16: within one ulp of ``exact`` rounded via fp32 (plus that rounding),
+    inf exactly where that value is."""
+    error_bound = rounding * term_sizes
+    if grad.dtype == torch.float32:
+        error = (grad.double() - exact).abs()
+        assert (error <= error_bound).all(), f"max error {error.max()}"
+        return
+    rounded = exact.float().to(grad.dtype)
+    assert torch.equal(grad.isinf(), rounded.isinf()) and not grad.isnan().any()
+    finite = rounded.isfinite()
+    error = (grad.double() - rounded.double()).abs()[finite]
+    assert (error <= ulp(rounded)[finite] + error_bound[finite]).all(), f"max error {error.max()}"

@@ -1,0 +1,198 @@
+"""The Triton R-Drop kernels against a float64 from-scratch computation, run on the CPU by Triton's
+interpreter: values and gradients of both copies, pad pairs, ε × α, fp32/fp16/bf16 logits, fp16 at
+a loss scale of 2¹⁵, tokens masked to −inf, a vocabulary that is not a multiple of the block; the
+criterion on the kernel makes the host wait no more than the stock criterion. A last test compiles
+the kernels for a real GPU (sm_90), which the interpreter does not do."""
+
+import functools
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="the Triton loss kernel needs `pip install triton`")
+
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
+
+from conftest import ROOT  # noqa: E402
+from fairseq.criterions.label_smoothed_cross_entropy import (  # noqa: E402
+    LabelSmoothedCrossEntropyCriterion,
+)
+from fairseq_fixtures import build, random_sample  # noqa: E402
+from loss_reference import (  # noqa: E402
+    assert_gradient_close,
+    gradient_term_sizes,
+    reference,
+)
+from test_fused_loss import HostSyncs  # noqa: E402
+from rdrop_fairseq import triton_loss  # noqa: E402
+from rdrop_fairseq.fused_loss import rdrop_loss  # noqa: E402
+
+if not isinstance(triton_loss._rdrop_forward_kernel, InterpretedFunction):
+    pytest.skip("the kernels are compiled in this process (conftest.py interprets them only "
+                "without a GPU): tests/test_cuda_loss.py tests them on the GPU",
+                allow_module_level=True)
+
+pytestmark = [
+    # numpy's view of what the kernels compute on purpose: −inf − −inf, fp16 overflow to inf
+    pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
+]
+
+VOCAB = 1003  # four blocks of 256, the last one partly past the vocabulary
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    """Blocks of 256 columns, so that every sweep over the vocabulary takes several steps."""
+    monkeypatch.setattr(triton_loss, "MAX_BLOCK", 256)
+
+
+def setup(dtype, pairs=6, vocab=VOCAB, seed=0, scale=3.0):
+    """Logits of ``pairs`` row pairs (copy 2 near copy 1, as two dropout masks give), targets and
+    a keep mask with two pad pairs."""
+    g = torch.Generator().manual_seed(seed)
+    copy1 = scale * torch.randn(pairs, vocab, generator=g, dtype=torch.float64)
+    copy2 = copy1 + scale / 3 * torch.randn(pairs, vocab, generator=g, dtype=torch.float64)
+    logits = torch.cat([copy1, copy2]).to(dtype).requires_grad_()
+    target = torch.randint(vocab, (pairs,), generator=g)
+    keep = torch.ones(pairs, dtype=torch.bool)
+    keep[[1, pairs - 1]] = False
+    return logits, target, keep
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("epsilon,alpha", [(0.0, 0.0), (0.0, 5.0), (0.1, 0.0), (0.1, 5.0)])
+def test_values_and_gradients_match_float64_reference(dtype, epsilon, alpha):
+    logits, target, keep = setup(dtype)
+    loss, nll, kl = rdrop_loss(logits, target, keep, epsilon, alpha, backend="triton")
+    loss.backward(torch.tensor(1.7))
+    ref_loss, ref_nll, ref_kl, ref_grad = reference(logits, target, keep, epsilon, alpha, 1.7)
+
+    assert loss.dtype == nll.dtype == kl.dtype == torch.float32
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=2e-6, atol=0)
+    torch.testing.assert_close(nll.double(), ref_nll, rtol=2e-6, atol=0)
+    if alpha:
+        torch.testing.assert_close(kl.double(), ref_kl, rtol=1e-5, atol=1e-6)
+    else:
+        assert kl.item() == 0.0
+    assert logits.grad.dtype == dtype
+    n = target.numel()
+    pad_rows = torch.cat([~keep, ~keep])
+    assert logits.grad[pad_rows].abs().max() == 0 and ref_grad[pad_rows].abs().max() == 0
+    sizes = gradient_term_sizes(logits, target, keep, epsilon, alpha, 1.7)
+    assert_gradient_close(logits.grad, ref_grad, sizes)
+    assert ref_grad[:n][keep].abs().max() > 0 and ref_grad[n:][keep].abs().max() > 0
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1])
+def test_fp16_at_loss_scale_2_15_overflows_exactly_where_fp32_exceeds_fp16(epsilon):
+    """Also: gradients too small for fp16 unless scaled first survive (ε = 0 leaves them)."""
+    logits, target, keep = setup(torch.float16, seed=1, scale=8.0)  # peaked: gradients near ±2
+    loss, _, _ = rdrop_loss(logits, target, keep, epsilon, 5.0, backend="triton")
+    loss.backward(torch.tensor(2.0**15))
+    _, _, _, ref_grad = reference(logits, target, keep, epsilon, 5.0, 2.0**15)
+    sizes = gradient_term_sizes(logits, target, keep, epsilon, 5.0, 2.0**15)
+    assert_gradient_close(logits.grad, ref_grad, sizes)
+    overflow = logits.grad.isinf()
+    assert overflow.any() and not overflow.all()  # the test reaches fp16's limit on both sides
+
+
+def test_tokens_masked_to_minus_inf_in_both_copies_add_nothing():
+    logits, target, keep = setup(torch.float32, seed=2)
+    target[target.lt(256)] += 256
+    masked = logits.detach().clone()
+    n = target.numel()
+    g = torch.Generator().manual_seed(3)
+    for i in range(n):  # a different set of masked tokens per pair, the target never among them
+        tokens = torch.randperm(VOCAB, generator=g)[:300]
+        tokens = tokens[tokens != target[i]]
+        masked[i, tokens] = masked[n + i, tokens] = float("-inf")
+    masked[:, :256] = float("-inf")  # and the whole first block
+    masked.requires_grad_()
+    loss, nll, kl = rdrop_loss(masked, target, keep, 0.0, 5.0, backend="triton")  # ε=0: finite
+    loss.backward(torch.tensor(1.7))
+    ref_loss, ref_nll, ref_kl, ref_grad = reference(masked, target, keep, 0.0, 5.0, 1.7)
+
+    assert torch.isfinite(loss) and torch.isfinite(masked.grad).all()
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=2e-6, atol=0)
+    torch.testing.assert_close(kl.double(), ref_kl, rtol=1e-5, atol=1e-6)
+    sizes = gradient_term_sizes(masked, target, keep, 0.0, 5.0, 1.7)
+    assert_gradient_close(masked.grad, ref_grad, sizes)
+    assert masked.grad[masked.detach().isinf()].abs().max() == 0
+
+
+def test_identical_copies_have_zero_kl_and_all_pad_batches_zero_everything():
+    logits, target, keep = setup(torch.float32)
+    n = target.numel()
+    twins = torch.cat([logits.detach()[:n], logits.detach()[:n]])
+    assert rdrop_loss(twins, target, keep, 0.1, 5.0, backend="triton")[2].item() == 0.0
+
+    logits.grad = None
+    loss, nll, kl = rdrop_loss(logits, target, torch.zeros_like(keep), 0.1, 5.0, backend="triton")
+    loss.backward()
+    assert loss.item() == nll.item() == kl.item() == 0.0
+    assert logits.grad.abs().max() == 0
+
+    empty = torch.zeros(0, VOCAB, requires_grad=True)
+    no_target = torch.zeros(0, dtype=torch.long)
+    loss, _, _ = rdrop_loss(empty, no_target, no_target.bool(), 0.1, 5.0, backend="triton")
+    loss.backward()
+    assert loss.item() == 0.0 and empty.grad.shape == (0, VOCAB)
+
+
+def test_criterion_with_the_kernel_waits_for_the_device_no_more_than_the_stock_criterion(
+    tmp_path, monkeypatch
+):
+    """Host syncs (item, nonzero, ...) in a training forward + backward of a real Transformer:
+    ours with the Triton kernel against stock label_smoothed_cross_entropy on the same model."""
+    monkeypatch.setattr("rdrop_fairseq.criterion.rdrop_loss",
+                        functools.partial(rdrop_loss, backend="triton"))
+    _, task, model, ours = build(tmp_path)
+    stock = LabelSmoothedCrossEntropyCriterion(task, False, 0.1)
+    sample = random_sample(task.target_dictionary, bsz=3, tgt_len=7, src_len=6)
+    model.train()
+    syncs = {}
+    for name, criterion in (("stock", stock), ("ours", ours)):
+        with HostSyncs() as seen:
+            loss, _, log = criterion(model, sample)
+            loss.backward()
+        syncs[name] = seen.seen
+    assert log["kl_loss"] > 0  # the R-Drop loss ran
+    assert syncs["ours"] == syncs["stock"]
+
+
+COMPILE_FOR_SM90 = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from rdrop_fairseq import triton_loss as T
+
+scalars = dict(target_ptr="*i64", keep_ptr="*u8", saved_ptr="*fp32", n_pairs="i32",
+               eps_i="fp32", nll_weight="fp32", VOCAB="constexpr", BLOCK="constexpr",
+               HAS_KL="constexpr")
+for dtype, smoothing, kl in (("fp32", True, True), ("fp16", False, True), ("bf16", True, False)):
+    flags = dict(VOCAB=40003, BLOCK=T.block_size(40003), HAS_KL=kl)
+    forward = ASTSource(T._rdrop_forward_kernel, dict(
+        scalars, logits_ptr="*" + dtype, row_stride="i64", stats_ptr="*fp32", alpha="fp32",
+        HAS_SMOOTHING="constexpr"), dict(flags, HAS_SMOOTHING=smoothing))
+    backward = ASTSource(T._rdrop_backward_kernel, dict(
+        scalars, logits_ptr="*" + dtype, row_stride="i64", grad_ptr="*" + dtype,
+        grad_row_stride="i64", grad_output_ptr="*fp32", half_alpha="fp32"), flags)
+    for source in (forward, backward):
+        kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                                options=dict(num_warps=T._num_warps(flags["BLOCK"])))
+        print(source.fn.__name__, dtype, "cubin" if kernel.asm.get("cubin") else "none")
+"""
+
+
+def test_kernels_compile_for_a_gpu():
+    """Both kernels compiled for sm_90 by Triton's bundled ptxas, in a process without the
+    interpreter: it runs Python and would not catch what the compiler rejects. Needs no GPU."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_SM90], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("cubin") == 6, result.stdout
