@@ -58,6 +58,8 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
     is stacked with itself, so dropout draws different masks per copy); the loss is the
     label-smoothed NLL of both copies plus α·½[KL(P₁‖P₂)+KL(P₂‖P₁)] summed over target tokens,
     and the gradient is normalised by the target tokens of ONE copy, as in the paper.
+    ``--rdrop-cutoff`` also cuts the second copy's token embeddings (R-Drop + Cutoff) and
+    ``--rdrop-loss simcut`` switches to SimCut's loss (see cutoff.py).
     Validation and inference use one copy and no KL, exactly like the stock criterion."""
 
     def __init__(
