@@ -175,22 +175,13 @@ def test_plain_fairseq_interactive_and_load_model_ensemble(exported, corpus, tes
     assert int(vocabulary) == sum(1 for _ in open(corpus.bin / "dict.de.txt")) + 4
 
 
-CT2_TRANSLATE = """
-import sys
-import ctranslate2
-translator = ctranslate2.Translator(sys.argv[1], device="cpu", intra_threads=1)
-sources = [line.split() for line in open(sys.argv[2], encoding="utf-8").read().splitlines()]
-for result in translator.translate_batch(sources, beam_size=5, max_batch_size=50,
-                                         max_decoding_length=200):
-    print(" ".join(result.hypotheses[0]))
-"""
-
-
 def ctranslate2_translations(model_dir, sources, tmp_path, env=None):
+    """scripts/translate_ctranslate2.py on tokenized ``sources``: one thread, beam 5."""
     (tmp_path / "sources.txt").write_text("\n".join(sources) + "\n", encoding="utf-8")
-    result = run_cli(sys.executable, "-c", CT2_TRANSLATE, model_dir, tmp_path / "sources.txt",
-                     env=env)
-    return result.stdout.splitlines()
+    run_cli(sys.executable, ROOT / "scripts" / "translate_ctranslate2.py", model_dir,
+            "--input", tmp_path / "sources.txt", "--output", tmp_path / "ct2.txt",
+            "--threads", "1", "--batch-size", "50", env=env)
+    return (tmp_path / "ct2.txt").read_text(encoding="utf-8").splitlines()
 
 
 def test_ctranslate2_float32_agrees_with_fairseq(exported, test_set, fairseq_translations,
@@ -292,3 +283,14 @@ def test_a_failed_conversion_leaves_nothing(trained, corpus, tmp_path, monkeypat
                      "--ctranslate2", str(tmp_path / "ct2")])
     assert exit_info.value.code == "error: conversion failed"
     assert os.listdir(tmp_path) == []
+
+
+def test_translating_with_a_missing_ctranslate2_model_is_one_error_line(tmp_path):
+    (tmp_path / "src.txt").write_text("a b\n", encoding="utf-8")
+    proc = run_cli(sys.executable, ROOT / "scripts" / "translate_ctranslate2.py",
+                   tmp_path / "no-model", "--input", tmp_path / "src.txt",
+                   "--output", tmp_path / "hyp.txt", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0
+    assert proc.stderr.startswith(f"error: {tmp_path / 'no-model'}: cannot load a CTranslate2")
+    assert not (tmp_path / "hyp.txt").exists()
