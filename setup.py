@@ -17,5 +17,15 @@ setup(
         "sentencepiece==0.2.3",
         "sacremoses==0.2.0",
     ],
-    extras_require={"test": ["pytest==9.2.0", "triton==3.6.0; platform_system == 'Linux'", "ctranslate2==4.8.5"], "plot": ["matplotlib==3.11.2"], "ctranslate2": ["ctranslate2==4.8.5"]},
+    extras_require={
+        # triton: the CUDA loss kernel (its tests run it on the CPU with TRITON_INTERPRET=1);
+        # the GPU machine's image ships 3.6
+        "test": [
+            "pytest==9.2.0",
+            "triton==3.6.0; platform_system == 'Linux'",
+            "ctranslate2==4.8.5",
+        ],
+        "plot": ["matplotlib==3.11.2"],
+        "ctranslate2": ["ctranslate2==4.8.5"],
+    },
 )
