@@ -78,3 +78,28 @@ def assert_gradient_close(grad, exact, term_sizes, rounding=FP32_ROUNDING):
     finite = rounded.isfinite()
     error = (grad.double() - rounded.double()).abs()[finite]
     assert (error <= ulp(rounded)[finite] + error_bound[finite]).all(), f"max error {error.max()}"
+
+
+def check_kernel_against_reference(logits, target, keep, epsilon, alpha, rounding=FP32_ROUNDING):
+    """The Triton kernel's loss, NLL, KL and logits' gradient (at ``grad_output`` 1.7) against
+    :func:`reference`; pad pairs get exactly zero gradient."""
+    from rdrop_fairseq.fused_loss import rdrop_loss
+
+    loss, nll, kl = rdrop_loss(logits, target, keep, epsilon, alpha, backend="triton")
+    loss.backward(torch.tensor(1.7, device=logits.device))
+    ref_loss, ref_nll, ref_kl, ref_grad = reference(logits, target, keep, epsilon, alpha, 1.7)
+
+    assert loss.dtype == nll.dtype == kl.dtype == torch.float32
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=2e-6, atol=0)
+    torch.testing.assert_close(nll.double(), ref_nll, rtol=2e-6, atol=0)
+    if alpha:
+        torch.testing.assert_close(kl.double(), ref_kl, rtol=1e-5, atol=1e-6)
+    else:
+        assert kl.item() == 0.0
+    assert logits.grad.dtype == logits.dtype
+    pad_rows = torch.cat([~keep, ~keep])
+    assert logits.grad[pad_rows].abs().max() == 0 and ref_grad[pad_rows].abs().max() == 0
+    sizes = gradient_term_sizes(logits, target, keep, epsilon, alpha, 1.7)
+    assert_gradient_close(logits.grad, ref_grad, sizes, rounding)
+    n = target.numel()  # both copies' counted rows have gradients to compare
+    assert ref_grad[:n][keep].abs().max() > 0 and ref_grad[n:][keep].abs().max() > 0

@@ -20,17 +20,11 @@ from fairseq import checkpoint_utils, options
 from fairseq.data import data_utils
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, applies the fixes)
+from fairseq_fixtures import TINY_TRANSFORMER as TINY
 from conftest import BIN, USER_DIR, run_cli
 from rdrop_fairseq import fairseq_fixes
 from rdrop_fairseq.errors import UsageError
 
-TINY = [
-    "--arch", "transformer", "--share-all-embeddings",
-    "--encoder-layers", "1", "--decoder-layers", "1",
-    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
-    "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
-    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2", "--dropout", "0.3",
-]
 UPDATES = 2
 
 

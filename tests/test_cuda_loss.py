@@ -31,6 +31,7 @@ from triton.runtime.jit import JITFunction  # noqa: E402
 from fairseq_fixtures import build, random_sample  # noqa: E402
 from loss_reference import (  # noqa: E402
     FP32_ROUNDING,
+    check_kernel_against_reference,
     assert_gradient_close,
     gradient_term_sizes,
     reference,
@@ -91,24 +92,7 @@ def grad_output(value):
 
 
 def check_against_reference(logits, target, keep, epsilon, alpha):
-    loss, nll, kl = rdrop_loss(logits, target, keep, epsilon, alpha, backend="triton")
-    loss.backward(grad_output(1.7))
-    ref_loss, ref_nll, ref_kl, ref_grad = reference(logits, target, keep, epsilon, alpha, 1.7)
-
-    assert loss.dtype == nll.dtype == kl.dtype == torch.float32
-    torch.testing.assert_close(loss.double(), ref_loss, rtol=2e-6, atol=0)
-    torch.testing.assert_close(nll.double(), ref_nll, rtol=2e-6, atol=0)
-    if alpha:
-        torch.testing.assert_close(kl.double(), ref_kl, rtol=1e-5, atol=1e-6)
-    else:
-        assert kl.item() == 0.0
-    assert logits.grad.dtype == logits.dtype
-    n = target.numel()
-    pad_rows = torch.cat([~keep, ~keep])
-    assert logits.grad[pad_rows].abs().max() == 0 and ref_grad[pad_rows].abs().max() == 0
-    sizes = gradient_term_sizes(logits, target, keep, epsilon, alpha, 1.7)
-    assert_gradient_close(logits.grad, ref_grad, sizes, GPU_FP32_ROUNDING)
-    assert ref_grad[:n][keep].abs().max() > 0 and ref_grad[n:][keep].abs().max() > 0
+    check_kernel_against_reference(logits, target, keep, epsilon, alpha, GPU_FP32_ROUNDING)
 
 
 def test_cuda_kernels_are_compiled_not_interpreted():

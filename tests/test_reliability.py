@@ -56,18 +56,12 @@ from fairseq.data import Dictionary, LanguagePairDataset
 from fairseq.logging import metrics
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, applies the fixes)
+from fairseq_fixtures import TINY_TRANSFORMER as TINY
 from conftest import BIN, ROOT, USER_DIR, run_cli
 from fairseq_fixtures import build
 from rdrop_fairseq.criterion import LabelSmoothedCrossEntropyRDropCriterion as RDrop
 from rdrop_fairseq.fused_loss import rdrop_loss
 
-TINY = [
-    "--arch", "transformer", "--share-all-embeddings",
-    "--encoder-layers", "1", "--decoder-layers", "1",
-    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
-    "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
-    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2", "--dropout", "0.3",
-]
 LAUNCHER = ROOT / "scripts" / "train_distributed.py"
 
 
