@@ -48,10 +48,11 @@ def run_cli(*args, check=True, env=None, timeout=900):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """One line: how many tests skipped because the real corpora are not there."""
+    """One line, when tests skipped because the real corpora are not there: how many."""
     skipped = [r for r in terminalreporter.stats.get("skipped", [])
                if isinstance(r.longrepr, tuple) and NO_SHARED_DATA in r.longrepr[2]]
-    terminalreporter.write_line(f"{len(skipped)} tests skipped: {SHARED_DATA} not present")
+    if skipped:
+        terminalreporter.write_line(f"{len(skipped)} tests skipped: {SHARED_DATA} not present")
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,18 @@ train_setup() {
   done
   mkdir -p "$save"
 }
+# train_multi30k_run WORK DATA_BIN NAME EPOCHS [train-multi30k.sh options...]: train WORK/NAME
+# for EPOCHS epochs, resuming from its checkpoint_last (output in WORK/NAME/stdout.log); when
+# done, WORK/NAME/.done holds the options (the experiment reports quote them).
+train_multi30k_run() {
+  local work=$1 data=$2 name=$3 epochs=$4; shift 4
+  mkdir -p "$work/$name"
+  echo "$(date +%T) start $name ($epochs epochs): $*"
+  bash "$ROOT/examples/translation/train-multi30k.sh" "$data" "$work/$name" --max-epoch "$epochs" "$@" \
+    >> "$work/$name/stdout.log" 2>&1 || die "training $name failed: see $work/$name/stdout.log"
+  echo "$*" > "$work/$name/.done"
+  echo "$(date +%T) done $name"
+}
 # joint_sentencepiece TYPE VOCAB IN_DIR OUT_PREFIX SPM_PREFIX SRC TGT: learn one sentencepiece
 # model of TYPE (bpe or unigram) on IN_DIR/train.{SRC,TGT} (SPM_PREFIX.model) and encode
 # IN_DIR/{train,valid,test}.{SRC,TGT} into OUT_PREFIX{train,valid,test}.{SRC,TGT}.

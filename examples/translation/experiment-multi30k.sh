@@ -15,15 +15,7 @@ data=$work/data-bin
 results=$ROOT/examples/translation/results/multi30k
 bash "$ROOT/examples/translation/prepare-multi30k.sh" --out "$data"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-run() {  # run NAME EPOCHS [train-multi30k.sh options...]: train, resuming from checkpoint_last
-  local name=$1 epochs=$2; shift 2
-  mkdir -p "$work/$name"
-  echo "$(date +%T) start $name ($epochs epochs): $*"
-  bash "$ROOT/examples/translation/train-multi30k.sh" "$data" "$work/$name" --max-epoch "$epochs" "$@" \
-    >> "$work/$name/stdout.log" 2>&1 || die "training $name failed: see $work/$name/stdout.log"
-  echo "$*" > "$work/$name/.done"
-  echo "$(date +%T) done $name"
-}
+run() { train_multi30k_run "$work" "$data" "$@"; }
 
 ( run baseline-d0.3 30 --baseline --dropout 0.3; run baseline-d0.1 20 --baseline --dropout 0.1
   run rdrop-a5-d0.1 20 --rdrop-alpha 5 --dropout 0.1 ) &
