@@ -13,13 +13,11 @@ WORK_DIR/RUN.test2016.vs-rdrop.json (p-value against the committed R-Drop pick).
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 
-import torch
-
-from rdrop_scripts.training_logs import plot, summarize_run
+from rdrop_scripts.experiment_results import write_results
+from rdrop_scripts.training_logs import summarize_run
 
 COMMITTED = (("baseline", "baseline (label_smoothed_cross_entropy)"), ("rdrop", "R-Drop"))
 SYSTEM_NAMES = {"cutoff": "R-Drop + Cutoff", "simcut": "SimCut"}
@@ -99,26 +97,11 @@ def main(argv=None):
         results, logs = collect(args.work, args.committed, args.runs)
     except (OSError, ValueError, KeyError) as e:
         sys.exit(f"error: incomplete experiment in {args.work}: {e}")
-    results["machine"] = {
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads_per_run": int(os.environ.get("OMP_NUM_THREADS", "1")),
-    }
-    results["commands"] = [
-        "bash scripts/setup-venv.sh",
-        "bash examples/translation/experiment-multi30k-cutoff.sh",
-    ]
     os.makedirs(args.out, exist_ok=True)
     for run in args.runs:
         shutil.copy(os.path.join(args.work, f"{run}.test2016.hyp"), args.out)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-        f.write("\n")
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(markdown(results))
-    plot(logs, os.path.join(args.out, "curves.png"))
-    print(markdown(results))
+    write_results(args.out, results, markdown(results), logs,
+                  ["bash examples/translation/experiment-multi30k-cutoff.sh"])
 
 
 if __name__ == "__main__":

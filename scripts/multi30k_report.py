@@ -12,13 +12,11 @@ with the best validation BLEU at any epoch (its checkpoint_best.pt).
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 
-import torch
-
-from rdrop_scripts.training_logs import plot, summarize_run
+from rdrop_scripts.experiment_results import write_results
+from rdrop_scripts.training_logs import summarize_run
 
 SYSTEMS = ("baseline", "rdrop")
 
@@ -90,23 +88,8 @@ def main(argv=None):
         results["sweep"] = runs
     except (OSError, ValueError, KeyError) as e:
         sys.exit(f"error: incomplete experiment in {args.work}: {e}")
-    results["machine"] = {
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads_per_run": int(os.environ.get("OMP_NUM_THREADS", "1")),
-    }
-    results["commands"] = [
-        "bash scripts/setup-venv.sh",
-        "bash examples/translation/experiment-multi30k.sh",
-    ]
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-        f.write("\n")
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(markdown(results))
-    plot(sorted(logs.items()), os.path.join(args.out, "curves.png"))
-    print(markdown(results))
+    write_results(args.out, results, markdown(results), sorted(logs.items()),
+                  ["bash examples/translation/experiment-multi30k.sh"])
 
 
 if __name__ == "__main__":
