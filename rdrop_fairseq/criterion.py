@@ -59,7 +59,8 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
     label-smoothed NLL of both copies plus α·½[KL(P₁‖P₂)+KL(P₂‖P₁)] summed over target tokens,
     and the gradient is normalised by the target tokens of ONE copy, as in the paper.
     ``--rdrop-cutoff`` also cuts the second copy's token embeddings (R-Drop + Cutoff) and
-    ``--rdrop-loss simcut`` switches to SimCut's loss (see cutoff.py).
+    ``--rdrop-loss simcut`` switches to SimCut's loss: the label-smoothed NLL of the first (clean)
+    copy + α·KL(P₁‖P₂).
     Validation and inference use one copy and no KL, exactly like the stock criterion."""
 
     def __init__(
@@ -95,9 +96,7 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         sample = duplicate_sample(sample)
         with self.second_copy_cutoff(model):
             net_output = model(**sample["net_input"])
-        if self.rdrop_loss == "simcut":
-            loss, nll_loss, kl_loss, n_correct, total = self.simcut_loss(model, net_output, sample)
-        elif outputs_log_softmax_of_logits(model):
+        if outputs_log_softmax_of_logits(model):
             loss, nll_loss, kl_loss, n_correct, total = self.fused_loss(model, net_output, sample)
         else:
             loss, nll_loss, kl_loss, n_correct, total = self.generic_loss(model, net_output, sample)
@@ -107,7 +106,7 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         logging_output = {
             "loss": loss.data,
             # per copy (simcut: the clean copy's), so that nll_loss/ntokens is per target token
-            "nll_loss": nll_loss.data / (1 if self.rdrop_loss == "simcut" else 2),
+            "nll_loss": nll_loss.data / (1 if self.simcut else 2),
             "kl_loss": kl_loss.data,
             "ntokens": sample["ntokens"],
             "nsentences": nsentences,
@@ -128,13 +127,25 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         target = target.reshape(-1)
         copy_positions = target.numel() // 2  # copy 2's positions follow copy 1's, aligned
         loss, nll_loss, kl_loss = rdrop_loss(
-            flat_logits, target[:copy_positions], keep[:copy_positions], self.eps, self.rdrop_alpha
+            flat_logits, target[:copy_positions], keep[:copy_positions], self.eps,
+            self.rdrop_alpha, simcut=self.simcut,
         )
         n_correct = total = None
         if self.report_accuracy:
-            n_correct = (flat_logits.detach().argmax(1).eq(target) & keep).sum()
-            total = keep.sum()
+            scored = self.scored_rows(copy_positions)
+            predicted = flat_logits[scored].detach().argmax(1)
+            n_correct = (predicted.eq(target[scored]) & keep[scored]).sum()
+            total = keep[scored].sum()
         return loss, nll_loss, kl_loss, n_correct, total
+
+    @property
+    def simcut(self):
+        return self.rdrop_loss == "simcut"
+
+    def scored_rows(self, copy_rows):
+        """The rows whose NLL the loss counts (and accuracy reports): both copies', or with
+        SimCut the first copy's."""
+        return slice(0, copy_rows) if self.simcut else slice(None)
 
     def second_copy_cutoff(self, model):
         """Cuts the second copy's token embeddings (see cutoff.py) with --rdrop-cutoff > 0."""
@@ -143,16 +154,6 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         dictionaries = [getattr(self.task, "source_dictionary", None), self.task.target_dictionary]
         never_cut = {i for d in dictionaries if d is not None for i in (d.eos(), d.pad())}
         return cutoff.second_copy_cutoff(model, self.rdrop_cutoff, never_cut)
-
-    def simcut_loss(self, model, net_output, sample):
-        """SimCut's loss (see cutoff.py) from ``model.get_normalized_probs``."""
-        lprobs, target = self.get_nonpad_lprobs_and_target(model, net_output, sample)
-        loss, nll_loss, kl_loss = cutoff.simcut_loss(lprobs, target, self.eps, self.rdrop_alpha)
-        clean_rows = target.numel() // 2
-        n_correct = None
-        if self.report_accuracy:
-            n_correct = lprobs[:clean_rows].detach().argmax(1).eq(target[:clean_rows]).sum()
-        return loss, nll_loss, kl_loss, n_correct, clean_rows
 
     def generic_loss(self, model, net_output, sample):
         """The loss from ``model.get_normalized_probs`` (adaptive softmax, custom output layers)
@@ -163,10 +164,13 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         copy_rows = lprobs.size(0) // 2  # rows [0, n) are copy 1, [n, 2n) copy 2
         every_row = target.new_ones(copy_rows, dtype=torch.bool)
         loss, nll_loss, kl_loss = rdrop_loss(
-            lprobs, target[:copy_rows], every_row, self.eps, self.rdrop_alpha
+            lprobs, target[:copy_rows], every_row, self.eps, self.rdrop_alpha, simcut=self.simcut
         )
-        n_correct = lprobs.detach().argmax(1).eq(target).sum() if self.report_accuracy else None
-        return loss, nll_loss, kl_loss, n_correct, target.numel()
+        scored = self.scored_rows(copy_rows)
+        n_correct = None
+        if self.report_accuracy:
+            n_correct = lprobs[scored].detach().argmax(1).eq(target[scored]).sum()
+        return loss, nll_loss, kl_loss, n_correct, target[scored].numel()
 
     def get_nonpad_lprobs_and_target(self, model, net_output, sample):
         """Log-probabilities (fp32) and targets of the counted target positions only: pad rows

@@ -1,4 +1,4 @@
-"""Token cutoff of the second copy, and SimCut's loss: R-Drop + Cutoff and SimCut.
+"""Token cutoff of the second copy, for R-Drop + Cutoff and SimCut (whose loss is in fused_loss.py).
 
 During training, each source token's and each target-input token's embedding in the second copy
 of the stacked batch (rows ``[B, 2B)``) is zeroed with probability p; copy 1 (rows ``[0, B)``)
@@ -16,8 +16,6 @@ decoder input). Pad embeddings are zero and stay so. There is no 1/(1−p) resca
 import contextlib
 
 import torch
-import torch.nn.functional as F
-from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 
 from .errors import UsageError
 
@@ -70,16 +68,3 @@ def second_copy_cutoff(model, p, never_cut, draw=None):
     finally:
         for handle in handles:
             handle.remove()
-
-
-def simcut_loss(lprobs, target, epsilon, alpha):
-    """SimCut's loss from the log-probabilities of the counted target positions, rows ``[0, n)``
-    the clean copy and ``[n, 2n)`` the cut copy, aligned: the label-smoothed NLL of the clean
-    copy plus α·KL(P_clean‖P_cut), summed. The KL's gradient reaches both copies, as in SimCut.
-    Returns the loss, the clean copy's NLL and the KL (the last two for logging)."""
-    n = lprobs.size(0) // 2
-    clean, cut = lprobs[:n], lprobs[n:]
-    loss, nll_loss = label_smoothed_nll_loss(clean, target[:n], epsilon)
-    kl = F.kl_div(cut, clean, reduction="sum", log_target=True)
-    return loss + alpha * kl, nll_loss, kl
-

@@ -12,6 +12,10 @@ logits' dtype.
 Gradient per row, with ``l = log p``, ``d = l₁ − l₂``, ``a = 1 − ε − εᵢ``, ``εᵢ = ε/(V−1)``:
 ``∂/∂x₁ = (a + εᵢV) p₁ − εᵢ − a·onehot(y) + ½α[p₁ ⊙ (d − KL(p₁‖p₂)) + p₁ − p₂]`` (copy 2 alike).
 
+``simcut=True`` computes SimCut's loss instead (Gao et al., 2022): the label-smoothed NLL of copy 1
+(the clean one) + α·KL(p₁‖p₂), with ``∂/∂x₁ = (a + εᵢV) p₁ − εᵢ − a·onehot(y) + α p₁ ⊙ (d −
+KL(p₁‖p₂))`` and ``∂/∂x₂ = α(p₂ − p₁)``.
+
 :func:`rdrop_loss` is the entry point: on CUDA with Triton installed it runs the same maths as
 one Triton program per row pair (``triton_loss.py``), pad rows masked on the device; otherwise this
 PyTorch function over the counted rows.
@@ -52,11 +56,13 @@ def _copy_difference(lprobs, half):
 class FusedRDropLoss(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx, logits, pairs, target, epsilon, alpha, chunk_rows=CHUNK_ROWS, device_scalar=None
+        ctx, logits, pairs, target, epsilon, alpha, chunk_rows=CHUNK_ROWS, device_scalar=None,
+        simcut=False,
     ):
         """``logits``: (rows, V); ``pairs``: (2, m) row indices of the m non-pad target positions
         in copy 1 and, aligned, in copy 2; ``target``: (m,). Returns the summed loss, the summed
-        NLL of both copies and the summed symmetric KL (the last two for logging only).
+        NLL of both copies and the summed symmetric KL (the last two for logging only; with
+        ``simcut``, copy 1's NLL and KL(p₁‖p₂)).
         ``device_scalar`` (default: on CUDA): the backward keeps ``grad_output`` a tensor rather
         than reading it to the host, which would wait for the device."""
         dtype = torch.promote_types(logits.dtype, torch.float32)
@@ -67,17 +73,24 @@ class FusedRDropLoss(torch.autograd.Function):
         for start in range(0, pairs.size(1), chunk_rows):
             lprobs, half = _chunk_log_probs(logits, pairs, start, start + chunk_rows, dtype)
             y = target[start : start + half].unsqueeze(1)
-            nll -= lprobs[:half].gather(1, y).sum() + lprobs[half:].gather(1, y).sum()
+            if simcut:  # only the clean copy's NLL counts
+                nll -= lprobs[:half].gather(1, y).sum()
+            else:
+                nll -= lprobs[:half].gather(1, y).sum() + lprobs[half:].gather(1, y).sum()
             if eps_i:
-                smooth -= lprobs.sum()
+                smooth -= (lprobs[:half] if simcut else lprobs).sum()
             if alpha:
                 diff = _copy_difference(lprobs, half)
                 probs = lprobs.exp_()
-                kl += torch.dot(probs[:half].sub(probs[half:]).view(-1), diff.view(-1))
-        kl.mul_(0.5)
+                if simcut:
+                    kl += torch.dot(probs[:half].reshape(-1), diff.view(-1))
+                else:
+                    kl += torch.dot(probs[:half].sub(probs[half:]).view(-1), diff.view(-1))
+        if not simcut:
+            kl.mul_(0.5)
         loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth + alpha * kl
         ctx.save_for_backward(logits, pairs, target)
-        ctx.epsilon, ctx.alpha, ctx.chunk_rows = epsilon, alpha, chunk_rows
+        ctx.epsilon, ctx.alpha, ctx.chunk_rows, ctx.simcut = epsilon, alpha, chunk_rows, simcut
         ctx.device_scalar = logits.is_cuda if device_scalar is None else device_scalar
         ctx.mark_non_differentiable(nll, kl)
         return loss, nll, kl
@@ -99,6 +112,21 @@ class FusedRDropLoss(torch.autograd.Function):
             diff = _copy_difference(lprobs, half) if ctx.alpha else None
             probs = lprobs.exp_()
             y = target[start : start + half].unsqueeze(1)
+            if ctx.simcut:
+                clean, cut = probs[:half], probs[half:]
+                nll_coef = g * (a + eps_i * vocab)
+                if ctx.alpha:
+                    alpha_g = g * ctx.alpha
+                    p_diff = clean * diff  # p₁ ⊙ (l₁ − l₂)
+                    kl_row = p_diff.sum(-1, keepdim=True)  # KL(p₁‖p₂)
+                    row_grad = p_diff.mul_(alpha_g).addcmul_(clean, nll_coef - alpha_g * kl_row)
+                    cut_grad = cut.sub_(clean).mul_(alpha_g)
+                else:
+                    row_grad, cut_grad = clean * nll_coef, torch.zeros_like(cut)
+                _add_smoothed_nll_gradient(row_grad, y, g, a, eps_i, ctx.device_scalar)
+                grad.index_copy_(0, pairs[0, start : start + half], row_grad.to(grad.dtype))
+                grad.index_copy_(0, pairs[1, start : start + half], cut_grad.to(grad.dtype))
+                continue
             for copy, sign in ((0, 1.0), (1, -1.0)):
                 p = probs[copy * half : (copy + 1) * half]
                 if ctx.alpha:
@@ -113,21 +141,26 @@ class FusedRDropLoss(torch.autograd.Function):
                         row_grad.add_(other, alpha=-half_alpha)
                 else:
                     row_grad = p * p_coef
-                row_grad.sub_(g * eps_i)
-                if ctx.device_scalar:
-                    target_grad = (-a * g).expand(y.shape)
-                else:
-                    target_grad = row_grad.new_full(y.shape, -g * a)
-                row_grad.scatter_add_(1, y, target_grad)
+                _add_smoothed_nll_gradient(row_grad, y, g, a, eps_i, ctx.device_scalar)
                 grad.index_copy_(0, pairs[copy, start : start + half], row_grad.to(grad.dtype))
-        return grad, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None
 
 
-def rdrop_loss(logits, target, keep, epsilon, alpha, backend=None):
+def _add_smoothed_nll_gradient(row_grad, y, g, a, eps_i, device_scalar):
+    """``row_grad −= g·εᵢ + g·a·onehot(y)``: the label-smoothed NLL's gradient beside its ``p``
+    term, with ``g`` a device tensor (``device_scalar``) or a float."""
+    row_grad.sub_(g * eps_i)
+    target_grad = (-a * g).expand(y.shape) if device_scalar else row_grad.new_full(y.shape, -g * a)
+    row_grad.scatter_add_(1, y, target_grad)
+
+
+def rdrop_loss(logits, target, keep, epsilon, alpha, backend=None, simcut=False):
     """R-Drop loss of a log-softmax output layer straight from ``logits`` (2n, V), rows [0, n)
     copy 1 and [n, 2n) copy 2 aligned, with copy 1's targets ``target`` (n,) and ``keep`` (n,),
     the positions to count: ``(loss, nll_loss, kl_loss)``, the summed label-smoothed NLL of both
     copies + α·½Σ(p−q)(log p − log q), and for logging the summed NLL and symmetric KL.
+    ``simcut``: SimCut's loss instead, copy 1's label-smoothed NLL + α·KL(p‖q) (and for logging
+    copy 1's NLL and that KL).
 
     ``backend``: ``"triton"`` (CUDA, or CPU tensors under ``TRITON_INTERPRET=1``), ``"torch"``
     (this module's function over ``keep.nonzero()``), or None: Triton for fp16/bf16/fp32 logits
@@ -141,13 +174,13 @@ def rdrop_loss(logits, target, keep, epsilon, alpha, backend=None):
     if backend == "triton":
         from .triton_loss import TritonRDropLoss
 
-        return TritonRDropLoss.apply(logits, target, keep, float(epsilon), float(alpha))
+        return TritonRDropLoss.apply(logits, target, keep, float(epsilon), float(alpha), simcut)
     if backend != "torch":
         raise ValueError(f"backend must be 'torch', 'triton' or None, got {backend!r}")
     rows = keep.nonzero().view(-1)
     pairs = torch.stack([rows, rows + target.numel()])
     chunk_rows = cuda_chunk_rows(logits.size(-1)) if logits.is_cuda else CHUNK_ROWS
-    return fused_rdrop_loss(logits, pairs, target[rows], epsilon, alpha, chunk_rows)
+    return fused_rdrop_loss(logits, pairs, target[rows], epsilon, alpha, chunk_rows, simcut)
 
 
 def _default_backend(logits):
@@ -160,7 +193,9 @@ def _default_backend(logits):
     return "triton"
 
 
-def fused_rdrop_loss(logits, pairs, target, epsilon, alpha, chunk_rows=CHUNK_ROWS):
+def fused_rdrop_loss(logits, pairs, target, epsilon, alpha, chunk_rows=CHUNK_ROWS, simcut=False):
     """:func:`rdrop_loss` in PyTorch over explicit row pairs: ``pairs`` (2, m) holds the row
     indices of the m counted positions in copy 1 and, aligned, in copy 2; ``target`` (m,)."""
-    return FusedRDropLoss.apply(logits, pairs, target, float(epsilon), float(alpha), chunk_rows)
+    return FusedRDropLoss.apply(
+        logits, pairs, target, float(epsilon), float(alpha), chunk_rows, None, bool(simcut)
+    )

@@ -11,6 +11,9 @@ bf16 and fp32 logits. Program ``i`` owns row ``i`` (copy 1) and row ``n + i`` (c
   memory and multiplied in fp32 before the rounding to the logits' dtype (an fp16 value beyond
   fp16's range becomes inf, as fairseq's loss scaler expects).
 
+With ``SIMCUT`` the loss is SimCut's instead: the label-smoothed NLL of copy 1 + α·KL(p‖q), whose
+gradient reaches copy 2 only through the KL (see fused_loss.py).
+
 Pairs whose position is not counted (pad, ``--ignore-prefix-size``) are masked inside the kernels
 and get a zero gradient, so nothing waits on the host. A token that is −inf in both copies adds 0
 to the KL. Runs on CPU tensors under ``TRITON_INTERPRET=1`` (set before this module is imported).
@@ -47,10 +50,12 @@ def _copy_difference(l1, l2):
 def _rdrop_forward_kernel(
     logits_ptr, row_stride, target_ptr, keep_ptr, stats_ptr, saved_ptr,
     n_pairs, eps_i, nll_weight, alpha,
-    VOCAB: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_KL: tl.constexpr, BLOCK: tl.constexpr,
+    VOCAB: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_KL: tl.constexpr, SIMCUT: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
-    """stats (3, n): per pair the loss, the NLL of both copies and ½[KL(p‖q)+KL(q‖p)];
-    saved (4, n): per pair log-sum-exp of copy 1 and 2, KL(p‖q), KL(q‖p)."""
+    """stats (3, n): per pair the loss, the NLL of both copies and ½[KL(p‖q)+KL(q‖p)] (SIMCUT:
+    copy 1's NLL and KL(p‖q)); saved (4, n): per pair log-sum-exp of copy 1 and 2, KL(p‖q),
+    KL(q‖p)."""
     pair = tl.program_id(0).to(tl.int64)
     x1_ptr = logits_ptr + pair * row_stride
     x2_ptr = logits_ptr + (pair + n_pairs) * row_stride
@@ -75,16 +80,24 @@ def _rdrop_forward_kernel(
             max1, sum_exp1 = _online_logsumexp(max1, sum_exp1, x1)
             max2, sum_exp2 = _online_logsumexp(max2, sum_exp2, x2)
             if HAS_SMOOTHING:
-                sum_x += tl.sum(tl.where(inside, x1 + x2, 0.0), 0)
+                if SIMCUT:
+                    sum_x += tl.sum(tl.where(inside, x1, 0.0), 0)
+                else:
+                    sum_x += tl.sum(tl.where(inside, x1 + x2, 0.0), 0)
         lse1 = max1 + tl.log(sum_exp1)
         lse2 = max2 + tl.log(sum_exp2)
         y = tl.load(target_ptr + pair)
         x1_y = tl.load(x1_ptr + y).to(tl.float32)
-        x2_y = tl.load(x2_ptr + y).to(tl.float32)
-        nll = (lse1 - x1_y) + (lse2 - x2_y)
+        if SIMCUT:
+            nll = lse1 - x1_y
+            scored_lse = lse1
+        else:
+            x2_y = tl.load(x2_ptr + y).to(tl.float32)
+            nll = (lse1 - x1_y) + (lse2 - x2_y)
+            scored_lse = lse1 + lse2
         loss = nll_weight * nll
         if HAS_SMOOTHING:
-            loss += eps_i * (VOCAB * (lse1 + lse2) - sum_x)  # −Σ log p of both copies
+            loss += eps_i * (VOCAB * scored_lse - sum_x)  # −Σ log p of the scored copies
         if HAS_KL:
             for start in range(0, VOCAB, BLOCK):
                 cols = start + tl.arange(0, BLOCK)
@@ -94,7 +107,10 @@ def _rdrop_forward_kernel(
                 d = _copy_difference(l1, l2)
                 kl12 += tl.sum(tl.exp(l1) * d, 0)
                 kl21 -= tl.sum(tl.exp(l2) * d, 0)
-            kl = 0.5 * (kl12 + kl21)
+            if SIMCUT:
+                kl = kl12
+            else:
+                kl = 0.5 * (kl12 + kl21)
             loss += alpha * kl
     tl.store(stats_ptr + pair, loss)
     tl.store(stats_ptr + n_pairs + pair, nll)
@@ -108,11 +124,13 @@ def _rdrop_forward_kernel(
 @triton.jit
 def _rdrop_backward_kernel(
     logits_ptr, row_stride, grad_ptr, grad_row_stride, target_ptr, keep_ptr, saved_ptr,
-    grad_output_ptr, n_pairs, eps_i, nll_weight, half_alpha,
-    VOCAB: tl.constexpr, HAS_KL: tl.constexpr, BLOCK: tl.constexpr,
+    grad_output_ptr, n_pairs, eps_i, nll_weight, kl_alpha,
+    VOCAB: tl.constexpr, HAS_KL: tl.constexpr, SIMCUT: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Both rows' gradients in one sweep; per row, with ``a`` = ``nll_weight``, ``d = l₁ − l₂``:
-    ``g[(a + εᵢV) p₁ − εᵢ − a·onehot(y)] + ½αg[p₁ ⊙ (d − KL(p₁‖p₂)) + p₁ − p₂]`` (copy 2 alike)."""
+    """Both rows' gradients in one sweep; per row, with ``a`` = ``nll_weight``, ``d = l₁ − l₂``
+    and ``kl_alpha`` ½α: ``g[(a + εᵢV) p₁ − εᵢ − a·onehot(y)] + ½αg[p₁ ⊙ (d − KL(p₁‖p₂)) + p₁ −
+    p₂]`` (copy 2 alike). SIMCUT, ``kl_alpha`` α: copy 1 ``g[(a + εᵢV) p₁ − εᵢ − a·onehot(y)] +
+    αg p₁ ⊙ (d − KL(p₁‖p₂))``, copy 2 ``αg(p₂ − p₁)``."""
     pair = tl.program_id(0).to(tl.int64)
     x1_ptr = logits_ptr + pair * row_stride
     x2_ptr = logits_ptr + (pair + n_pairs) * row_stride
@@ -124,7 +142,7 @@ def _rdrop_backward_kernel(
         p_weight = g * (nll_weight + eps_i * VOCAB)
         smooth_grad = g * eps_i
         target_grad = g * nll_weight
-        kl_weight = g * half_alpha
+        kl_weight = g * kl_alpha
         y = tl.load(target_ptr + pair)
         lse1 = tl.load(saved_ptr + pair)
         lse2 = tl.load(saved_ptr + n_pairs + pair)
@@ -139,12 +157,19 @@ def _rdrop_backward_kernel(
             p2 = tl.exp(l2)
             nll_grad = smooth_grad + tl.where(cols == y, target_grad, 0.0)
             grad1 = p_weight * p1 - nll_grad
-            grad2 = p_weight * p2 - nll_grad
+            if SIMCUT:
+                grad2 = tl.zeros([BLOCK], dtype=tl.float32)
+            else:
+                grad2 = p_weight * p2 - nll_grad
             if HAS_KL:
                 d = _copy_difference(l1, l2)
                 p_diff = p1 - p2
-                grad1 += kl_weight * (p1 * (d - kl12) + p_diff)
-                grad2 -= kl_weight * (p2 * (d + kl21) + p_diff)
+                if SIMCUT:
+                    grad1 += kl_weight * (p1 * (d - kl12))
+                    grad2 -= kl_weight * p_diff
+                else:
+                    grad1 += kl_weight * (p1 * (d - kl12) + p_diff)
+                    grad2 -= kl_weight * (p2 * (d + kl21) + p_diff)
             tl.store(g1_ptr + cols, grad1.to(out_dtype), mask=inside)
             tl.store(g2_ptr + cols, grad2.to(out_dtype), mask=inside)
     else:
@@ -166,10 +191,11 @@ def _num_warps(block):
 
 class TritonRDropLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, target, keep, epsilon, alpha):
+    def forward(ctx, logits, target, keep, epsilon, alpha, simcut=False):
         """``logits`` (2n, V) fp16/bf16/fp32, rows [0, n) copy 1 and [n, 2n) copy 2 aligned;
         ``target`` (n,); ``keep`` (n,) bool, the pairs to count. Returns the summed loss, NLL of
-        both copies and symmetric KL as fp32 scalars (the last two for logging only)."""
+        both copies and symmetric KL as fp32 scalars (the last two for logging only; ``simcut``:
+        SimCut's loss, copy 1's NLL and KL(p‖q))."""
         n, vocab = target.numel(), logits.size(1)
         block = block_size(vocab)
         logits = logits if logits.stride(1) == 1 else logits.contiguous()
@@ -182,11 +208,11 @@ class TritonRDropLoss(torch.autograd.Function):
             _rdrop_forward_kernel[(n,)](
                 logits, logits.stride(0), target, keep, stats, saved,
                 n, eps_i, 1.0 - epsilon - eps_i, alpha,
-                VOCAB=vocab, HAS_SMOOTHING=eps_i != 0, HAS_KL=alpha != 0, BLOCK=block,
-                num_warps=_num_warps(block),
+                VOCAB=vocab, HAS_SMOOTHING=eps_i != 0, HAS_KL=alpha != 0, SIMCUT=bool(simcut),
+                BLOCK=block, num_warps=_num_warps(block),
             )
         ctx.save_for_backward(logits, target, keep, saved)
-        ctx.epsilon, ctx.alpha, ctx.block = epsilon, alpha, block
+        ctx.epsilon, ctx.alpha, ctx.block, ctx.simcut = epsilon, alpha, block, bool(simcut)
         loss, nll, kl = (row.sum() for row in stats)  # separate tensors, not views of one
         ctx.mark_non_differentiable(nll, kl)
         return loss, nll, kl
@@ -202,7 +228,7 @@ class TritonRDropLoss(torch.autograd.Function):
             _rdrop_backward_kernel[(n,)](
                 logits, logits.stride(0), grad, grad.stride(0), target, keep, saved,
                 grad_loss.float().contiguous(), n, eps_i, 1.0 - ctx.epsilon - eps_i,
-                0.5 * ctx.alpha, VOCAB=vocab, HAS_KL=ctx.alpha != 0, BLOCK=ctx.block,
-                num_warps=_num_warps(ctx.block),
+                ctx.alpha if ctx.simcut else 0.5 * ctx.alpha, VOCAB=vocab, HAS_KL=ctx.alpha != 0,
+                SIMCUT=ctx.simcut, BLOCK=ctx.block, num_warps=_num_warps(ctx.block),
             )
-        return grad, None, None, None, None
+        return grad, None, None, None, None, None

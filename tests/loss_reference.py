@@ -11,10 +11,11 @@ import torch.nn.functional as F
 FP32_ROUNDING = 64 * 2.0**-24
 
 
-def reference(logits, target, keep, epsilon, alpha, grad_output):
+def reference(logits, target, keep, epsilon, alpha, grad_output, simcut=False):
     """(loss, nll, kl) and the logits' gradient in float64 from the definitions, all pairs at once:
     fairseq's label-smoothed NLL of both copies + α·½[KL(p‖q) + KL(q‖p)], summed over the kept
-    pairs. A token that is −inf in both copies of a pair adds nothing (probability 0 in both)."""
+    pairs (``simcut``: copy 1's label-smoothed NLL + α·KL(p‖q)). A token that is −inf in both
+    copies of a pair adds nothing (probability 0 in both)."""
     x = logits.detach().double().requires_grad_()
     n, vocab = target.numel(), x.size(1)
     eps_i = epsilon / (vocab - 1)
@@ -23,22 +24,27 @@ def reference(logits, target, keep, epsilon, alpha, grad_output):
     both_masked = x[:n].isneginf() & x[n:].isneginf()
     d = torch.where(both_masked, 0.0, l1 - l2)  # −inf − −inf: NaN, and no contribution
     y = target.view(n, 1)
-    pair_nll = -(l1.gather(1, y) + l2.gather(1, y)).view(n)
     kl12 = (l1.exp() * d).sum(-1)
     kl21 = -(l2.exp() * d).sum(-1)
-    pair_loss = (1 - epsilon - eps_i) * pair_nll + alpha * 0.5 * (kl12 + kl21)
+    if simcut:
+        pair_nll, pair_kl, smoothing = -l1.gather(1, y).view(n), kl12, l1.sum(-1)
+    else:
+        pair_nll = -(l1.gather(1, y) + l2.gather(1, y)).view(n)
+        pair_kl, smoothing = 0.5 * (kl12 + kl21), l1.sum(-1) + l2.sum(-1)
+    pair_loss = (1 - epsilon - eps_i) * pair_nll + alpha * pair_kl
     if epsilon:
-        pair_loss = pair_loss - eps_i * (l1.sum(-1) + l2.sum(-1))
+        pair_loss = pair_loss - eps_i * smoothing
     kept = keep.view(n)
     loss = torch.where(kept, pair_loss, 0.0).sum()
     nll = torch.where(kept, pair_nll, 0.0).sum().detach()
-    kl = torch.where(kept, 0.5 * (kl12 + kl21), 0.0).sum().detach()
+    kl = torch.where(kept, pair_kl, 0.0).sum().detach()
     (grad_output * loss).backward()
     return loss.detach(), nll, kl, x.grad
 
 
-def gradient_term_sizes(logits, target, keep, epsilon, alpha, grad_output):
-    """Per logit, Σ|terms| of the gradient formula in float64; 0 on pad rows."""
+def gradient_term_sizes(logits, target, keep, epsilon, alpha, grad_output, simcut=False):
+    """Per logit, Σ|terms| of the gradient formula in float64 (an upper bound for ``simcut``'s,
+    whose KL term has twice R-Drop's weight and copy 2 no NLL); 0 on pad rows."""
     x = logits.detach().double()
     n, vocab = target.numel(), x.size(1)
     eps_i = epsilon / (vocab - 1)
@@ -51,7 +57,8 @@ def gradient_term_sizes(logits, target, keep, epsilon, alpha, grad_output):
     sizes = []
     for p, kl in ((p1, (p1 * d).sum(-1, keepdim=True)), (p2, (p2 * d).sum(-1, keepdim=True))):
         nll = (a + eps_i * vocab) * p + eps_i + a * onehot
-        sizes.append((nll + 0.5 * alpha * (p * (d + kl) + p1 + p2)) * keep.unsqueeze(1))
+        kl_weight = alpha if simcut else 0.5 * alpha
+        sizes.append((nll + kl_weight * (p * (d + kl) + p1 + p2)) * keep.unsqueeze(1))
     return grad_output * torch.cat(sizes)
 
 
@@ -80,14 +87,18 @@ def assert_gradient_close(grad, exact, term_sizes, rounding=FP32_ROUNDING):
     assert (error <= ulp(rounded)[finite] + error_bound[finite]).all(), f"max error {error.max()}"
 
 
-def check_kernel_against_reference(logits, target, keep, epsilon, alpha, rounding=FP32_ROUNDING):
-    """The Triton kernel's loss, NLL, KL and logits' gradient (at ``grad_output`` 1.7) against
+def check_kernel_against_reference(
+    logits, target, keep, epsilon, alpha, rounding=FP32_ROUNDING, simcut=False, backend="triton"
+):
+    """A kernel's loss, NLL, KL and logits' gradient (at ``grad_output`` 1.7) against
     :func:`reference`; pad pairs get exactly zero gradient."""
     from rdrop_fairseq.fused_loss import rdrop_loss
 
-    loss, nll, kl = rdrop_loss(logits, target, keep, epsilon, alpha, backend="triton")
+    loss, nll, kl = rdrop_loss(logits, target, keep, epsilon, alpha, backend, simcut)
     loss.backward(torch.tensor(1.7, device=logits.device))
-    ref_loss, ref_nll, ref_kl, ref_grad = reference(logits, target, keep, epsilon, alpha, 1.7)
+    ref_loss, ref_nll, ref_kl, ref_grad = reference(
+        logits, target, keep, epsilon, alpha, 1.7, simcut
+    )
 
     assert loss.dtype == nll.dtype == kl.dtype == torch.float32
     torch.testing.assert_close(loss.double(), ref_loss, rtol=2e-6, atol=0)
@@ -99,7 +110,7 @@ def check_kernel_against_reference(logits, target, keep, epsilon, alpha, roundin
     assert logits.grad.dtype == logits.dtype
     pad_rows = torch.cat([~keep, ~keep])
     assert logits.grad[pad_rows].abs().max() == 0 and ref_grad[pad_rows].abs().max() == 0
-    sizes = gradient_term_sizes(logits, target, keep, epsilon, alpha, 1.7)
+    sizes = gradient_term_sizes(logits, target, keep, epsilon, alpha, 1.7, simcut)
     assert_gradient_close(logits.grad, ref_grad, sizes, rounding)
     n = target.numel()  # both copies' counted rows have gradients to compare
     assert ref_grad[:n][keep].abs().max() > 0 and ref_grad[n:][keep].abs().max() > 0

@@ -90,9 +90,10 @@ def kind(request):
     return request.param
 
 
-def make_criterion(alpha=5.0, prefix=0, sentence_avg=False, report_accuracy=False):
+def make_criterion(alpha=5.0, prefix=0, sentence_avg=False, report_accuracy=False, loss="rdrop"):
     task = SimpleNamespace(target_dictionary=Dictionary())
-    return RDrop(task, sentence_avg, EPS, prefix, report_accuracy, rdrop_alpha=alpha)
+    return RDrop(task, sentence_avg, EPS, prefix, report_accuracy, rdrop_alpha=alpha,
+                 rdrop_loss=loss)
 
 
 def reference(logits, target, pad, alpha, prefix=0):
@@ -190,6 +191,18 @@ def test_sentence_avg_and_accuracy(kind):
     target2 = sample["target"].repeat(2, 1)
     assert log["total"] == int(mask.sum())
     assert log["n_correct"] == int((preds.eq(target2) & mask).sum())
+
+
+def test_simcut_reports_the_accuracy_of_the_clean_copy(kind):
+    d, sample, model = known_setup(kind)
+    crit = make_criterion(alpha=3.0, report_accuracy=True, loss="simcut")
+    model.train()
+    _, _, log = crit(model, sample)
+    bsz = sample["target"].size(0)
+    preds = model.logits.detach()[:bsz].argmax(-1)
+    mask = sample["target"].ne(d.pad())
+    assert log["total"] == int(mask.sum())
+    assert log["n_correct"] == int((preds.eq(sample["target"]) & mask).sum())
 
 
 def test_extra_padding_changes_nothing(kind):
@@ -291,8 +304,12 @@ def test_rdrop_task_rejects_a_foreign_criterion(tmp_path):
         build(tmp_path, criterion="label_smoothed_cross_entropy")
 
 
-def test_fused_and_generic_paths_agree_on_a_real_transformer(tmp_path, monkeypatch):
-    _, task, model, crit = build(tmp_path, extra=["--ignore-prefix-size", "1", "--report-accuracy"])
+@pytest.mark.parametrize("loss", ["rdrop", "simcut"])
+def test_fused_and_generic_paths_agree_on_a_real_transformer(tmp_path, monkeypatch, loss):
+    _, task, model, crit = build(
+        tmp_path, extra=["--ignore-prefix-size", "1", "--report-accuracy", "--rdrop-loss", loss]
+    )
+    assert crit.simcut == (loss == "simcut")
     sample = random_sample(task.target_dictionary, bsz=4, tgt_len=7, src_len=6)
     model.train()
     results = {}

@@ -1,7 +1,7 @@
 """The Triton R-Drop kernels compiled and run on a CUDA GPU, against the float64 reference of
 loss_reference.py computed on the same GPU: values and gradients of both copies and pad pairs for
-fp32/fp16/bf16 logits × ε × α at an odd vocabulary (10 007) and at a realistic size (4096 pairs ×
-40 000, fp16); fp16 at a loss scale of 2¹⁵; the PyTorch path on the same GPU; tokens masked to
+fp32/fp16/bf16 logits × ε × α, and SimCut's loss, at an odd vocabulary (10 007) and at a realistic
+size (4096 pairs × 40 000, fp16); fp16 at a loss scale of 2¹⁵; the PyTorch path on the same GPU; tokens masked to
 −inf; a training step of a real Transformer on the GPU against the same step on the CPU, with no
 more host syncs than the stock criterion. Skipped without CUDA or Triton.
 
@@ -91,8 +91,10 @@ def grad_output(value):
     return torch.tensor(value, device=DEVICE)
 
 
-def check_against_reference(logits, target, keep, epsilon, alpha):
-    check_kernel_against_reference(logits, target, keep, epsilon, alpha, GPU_FP32_ROUNDING)
+def check_against_reference(logits, target, keep, epsilon, alpha, simcut=False):
+    check_kernel_against_reference(
+        logits, target, keep, epsilon, alpha, GPU_FP32_ROUNDING, simcut=simcut
+    )
 
 
 def test_cuda_kernels_are_compiled_not_interpreted():
@@ -110,6 +112,11 @@ def test_cuda_kernels_are_compiled_not_interpreted():
 @pytest.mark.parametrize("epsilon,alpha", [(0.0, 0.0), (0.0, 5.0), (0.1, 0.0), (0.1, 5.0)])
 def test_cuda_values_and_gradients_match_float64_reference(dtype, epsilon, alpha):
     check_against_reference(*setup(dtype), epsilon, alpha)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_simcut_values_and_gradients_match_float64_reference(dtype):
+    check_against_reference(*setup(dtype), 0.1, 3.0, simcut=True)
 
 
 def test_cuda_fp16_values_and_gradients_match_float64_reference_at_realistic_size():

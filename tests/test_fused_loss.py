@@ -1,6 +1,6 @@
 """The PyTorch R-Drop loss against the plain formula (fairseq's label_smoothed_nll_loss on both
-copies + ½[KL(P‖Q) + KL(Q‖P)] with F.kl_div): values, gradients, dtypes, edge batches, the
-``rdrop_loss`` entry point and its chunk size on CUDA. The Triton kernel: test_triton_loss.py."""
+copies + ½[KL(P‖Q) + KL(Q‖P)] with F.kl_div; SimCut's: the first copy's + KL(P‖Q)): values,
+gradients, dtypes, edge batches, the ``rdrop_loss`` entry point and its chunk size on CUDA. The Triton kernel: test_triton_loss.py."""
 
 import pytest
 import torch
@@ -31,6 +31,16 @@ def plain_rdrop_loss(logits, pairs, target, epsilon, alpha):
     return smoothed + alpha * kl, nll, kl
 
 
+def plain_simcut_loss(logits, pairs, target, epsilon, alpha):
+    """SimCut's (loss, nll, kl) the textbook way, in float64: copy 1's label-smoothed NLL +
+    KL(P‖Q), with P copy 1 (clean) and Q copy 2 (cut)."""
+    lprobs = F.log_softmax(logits.double(), -1)
+    lp, lq = lprobs[pairs[0]], lprobs[pairs[1]]
+    smoothed, nll = label_smoothed_nll_loss(lp, target, epsilon)
+    kl = F.kl_div(lq, lp, reduction="sum", log_target=True)
+    return smoothed + alpha * kl, nll, kl
+
+
 def setup(rows, copy_rows, vocab, seed, dtype=torch.float32):
     """Logits of ``rows`` positions (the others play pad rows) and ``copy_rows`` shuffled pairs."""
     g = torch.Generator().manual_seed(seed)
@@ -41,13 +51,14 @@ def setup(rows, copy_rows, vocab, seed, dtype=torch.float32):
 
 
 @pytest.mark.parametrize("copy_rows,chunk", [(1, 4), (4, 4), (5, 4), (9, 4), (37, 32), (70, 32)])
-@pytest.mark.parametrize("alpha", [0.0, 5.0])
-def test_value_and_gradient_match_plain_formula(copy_rows, chunk, alpha):
+@pytest.mark.parametrize("alpha,simcut", [(0.0, False), (5.0, False), (0.0, True), (3.0, True)])
+def test_value_and_gradient_match_plain_formula(copy_rows, chunk, alpha, simcut):
     logits, pairs, target = setup(2 * copy_rows + 3, copy_rows, 50, seed=copy_rows)
-    loss, nll, kl = fused_rdrop_loss(logits, pairs, target, EPS, alpha, chunk)
+    loss, nll, kl = fused_rdrop_loss(logits, pairs, target, EPS, alpha, chunk, simcut)
     loss.backward(torch.tensor(1.7))
     ref_logits = logits.detach().double().requires_grad_()
-    ref_loss, ref_nll, ref_kl = plain_rdrop_loss(ref_logits, pairs, target, EPS, alpha)
+    plain_loss = plain_simcut_loss if simcut else plain_rdrop_loss
+    ref_loss, ref_nll, ref_kl = plain_loss(ref_logits, pairs, target, EPS, alpha)
     (1.7 * ref_loss).backward()
     assert loss.dtype == torch.float32
     torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-5, atol=1e-5)
@@ -60,10 +71,11 @@ def test_value_and_gradient_match_plain_formula(copy_rows, chunk, alpha):
     assert logits.grad[unused].abs().max() == 0  # pad rows get no gradient
 
 
-def test_gradcheck_float64():
+@pytest.mark.parametrize("simcut", [False, True])
+def test_gradcheck_float64(simcut):
     logits, pairs, target = setup(9, 4, 6, seed=0, dtype=torch.float64)
     assert torch.autograd.gradcheck(
-        lambda x: fused_rdrop_loss(x, pairs, target, EPS, 3.0, 3)[0], (logits,)
+        lambda x: fused_rdrop_loss(x, pairs, target, EPS, 3.0, 3, simcut)[0], (logits,)
     )
 
 
@@ -192,13 +204,15 @@ class HostSyncs(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("alpha", [0.0, 5.0])
-def test_backward_with_a_device_scalar_grad_output_reads_nothing_to_the_host(alpha):
+@pytest.mark.parametrize("alpha,simcut", [(0.0, False), (5.0, False), (3.0, True)])
+def test_backward_with_a_device_scalar_grad_output_reads_nothing_to_the_host(alpha, simcut):
     """What the PyTorch path does on CUDA (grad_output kept on the device), checked on CPU."""
     logits, pairs, target = setup(21, 9, 50, seed=11)
     grads = []
     for device_scalar in (False, True):
-        loss, _, _ = FusedRDropLoss.apply(logits, pairs, target, EPS, alpha, 4, device_scalar)
+        loss, _, _ = FusedRDropLoss.apply(
+            logits, pairs, target, EPS, alpha, 4, device_scalar, simcut
+        )
         with HostSyncs() as syncs:
             (grad,) = torch.autograd.grad(loss, logits, torch.tensor(1.7))
         assert syncs.seen == ([] if device_scalar else ["aten::_local_scalar_dense"])

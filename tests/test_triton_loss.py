@@ -1,5 +1,5 @@
 """The Triton R-Drop kernels against a float64 from-scratch computation, run on the CPU by Triton's
-interpreter: values and gradients of both copies, pad pairs, ε × α, fp32/fp16/bf16 logits, fp16 at
+interpreter: values and gradients of both copies, pad pairs, ε × α, R-Drop's and SimCut's loss, fp32/fp16/bf16 logits, fp16 at
 a loss scale of 2¹⁵, tokens masked to −inf, a vocabulary that is not a multiple of the block; the
 criterion on the kernel makes the host wait no more than the stock criterion. A last test compiles
 the kernels for a real GPU (sm_90), which the interpreter does not do."""
@@ -69,6 +69,13 @@ def setup(dtype, pairs=6, vocab=VOCAB, seed=0, scale=3.0):
 def test_values_and_gradients_match_float64_reference(dtype, epsilon, alpha):
     logits, target, keep = setup(dtype)
     check_kernel_against_reference(logits, target, keep, epsilon, alpha)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("epsilon", [0.0, 0.1])
+def test_simcut_values_and_gradients_match_float64_reference(dtype, epsilon):
+    logits, target, keep = setup(dtype)
+    check_kernel_against_reference(logits, target, keep, epsilon, 3.0, simcut=True)
 
 
 @pytest.mark.parametrize("epsilon", [0.0, 0.1])
@@ -156,15 +163,16 @@ from rdrop_fairseq import triton_loss as T
 
 scalars = dict(target_ptr="*i64", keep_ptr="*u8", saved_ptr="*fp32", n_pairs="i32",
                eps_i="fp32", nll_weight="fp32", VOCAB="constexpr", BLOCK="constexpr",
-               HAS_KL="constexpr")
-for dtype, smoothing, kl in (("fp32", True, True), ("fp16", False, True), ("bf16", True, False)):
-    flags = dict(VOCAB=40003, BLOCK=T.block_size(40003), HAS_KL=kl)
+               HAS_KL="constexpr", SIMCUT="constexpr")
+for dtype, smoothing, kl, simcut in (("fp32", True, True, False), ("fp16", False, True, False),
+                                     ("bf16", True, False, False), ("fp16", True, True, True)):
+    flags = dict(VOCAB=40003, BLOCK=T.block_size(40003), HAS_KL=kl, SIMCUT=simcut)
     forward = ASTSource(T._rdrop_forward_kernel, dict(
         scalars, logits_ptr="*" + dtype, row_stride="i64", stats_ptr="*fp32", alpha="fp32",
         HAS_SMOOTHING="constexpr"), dict(flags, HAS_SMOOTHING=smoothing))
     backward = ASTSource(T._rdrop_backward_kernel, dict(
         scalars, logits_ptr="*" + dtype, row_stride="i64", grad_ptr="*" + dtype,
-        grad_row_stride="i64", grad_output_ptr="*fp32", half_alpha="fp32"), flags)
+        grad_row_stride="i64", grad_output_ptr="*fp32", kl_alpha="fp32"), flags)
     for source in (forward, backward):
         kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32),
                                 options=dict(num_warps=T._num_warps(flags["BLOCK"])))
@@ -179,4 +187,4 @@ def test_kernels_compile_for_a_gpu():
     result = subprocess.run([sys.executable, "-c", COMPILE_FOR_SM90], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("cubin") == 6, result.stdout
+    assert result.stdout.count("cubin") == 8, result.stdout

@@ -5,7 +5,7 @@
 #   1. one training, one thread, with the model, data and budget of the R-Drop pick (dropout 0.1,
 #      20 epochs): the R-Drop loss with alpha 2, the second copy's token embeddings cut off with
 #      p 0.05. For SimCut, add a run with --rdrop-alpha 3 --dropout 0.1 --rdrop-cutoff 0.05
-#      --rdrop-loss simcut and its name to runs (about 1.4x this run's time on the CPU)
+#      --rdrop-loss simcut and its name to runs (about this run's time, one more core)
 #   2. each run's best checkpoint by validation BLEU (never test) is scored on test2016 with beam 5:
 #      sacreBLEU, chrF, and paired bootstrap p-values against the committed baseline and R-Drop
 #      hypotheses
