@@ -112,7 +112,7 @@ class FusedRDropLoss(torch.autograd.Function):
             diff = _copy_difference(lprobs, half) if ctx.alpha else None
             probs = lprobs.exp_()
             y = target[start : start + half].unsqueeze(1)
-            if ctx.simcut:
+            if ctx.simcut:  # copy 1: the NLL's and KL(p₁‖p₂)'s gradient; copy 2: the KL's only
                 clean, cut = probs[:half], probs[half:]
                 nll_coef = g * (a + eps_i * vocab)
                 if ctx.alpha:
