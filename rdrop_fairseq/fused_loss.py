@@ -105,7 +105,9 @@ class FusedRDropLoss(torch.autograd.Function):
         eps_i = ctx.epsilon / (vocab - 1)
         a = 1.0 - ctx.epsilon - eps_i
         half_alpha = 0.5 * ctx.alpha * g
-        p_coef = g * (a + eps_i * vocab) + half_alpha
+        nll_coef = g * (a + eps_i * vocab)  # the label-smoothed NLL's p term
+        p_coef = nll_coef + half_alpha
+        alpha_g = g * ctx.alpha
         grad = torch.zeros_like(logits)
         for start in range(0, pairs.size(1), ctx.chunk_rows):
             lprobs, half = _chunk_log_probs(logits, pairs, start, start + ctx.chunk_rows, dtype)
@@ -114,9 +116,7 @@ class FusedRDropLoss(torch.autograd.Function):
             y = target[start : start + half].unsqueeze(1)
             if ctx.simcut:  # copy 1: the NLL's and KL(p₁‖p₂)'s gradient; copy 2: the KL's only
                 clean, cut = probs[:half], probs[half:]
-                nll_coef = g * (a + eps_i * vocab)
                 if ctx.alpha:
-                    alpha_g = g * ctx.alpha
                     p_diff = clean * diff  # p₁ ⊙ (l₁ − l₂)
                     kl_row = p_diff.sum(-1, keepdim=True)  # KL(p₁‖p₂)
                     row_grad = p_diff.mul_(alpha_g).addcmul_(clean, nll_coef - alpha_g * kl_row)
