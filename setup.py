@@ -4,7 +4,7 @@ setup(
     name="rdrop-fairseq",
     version="0.1.0",
     description="R-Drop (Regularized Dropout) as a fairseq --user-dir plugin for translation",
-    packages=find_packages(include=["rdrop_fairseq", "rdrop_fairseq.*", "rdrop_scripts"]),
+    packages=find_packages(include=["rdrop_fairseq", "rdrop_fairseq.*", "rdrop_tools"]),
     python_requires=">=3.10",
     install_requires=[
         # stock fairseq 0.12.2 cannot be imported on Python 3.11; this is a prebuilt wheel of

@@ -16,8 +16,8 @@ import os
 import shutil
 import sys
 
-from rdrop_scripts.experiment_results import write_results
-from rdrop_scripts.training_logs import summarize_run
+from rdrop_tools.experiment_results import write_results
+from rdrop_tools.training_logs import summarize_run
 
 COMMITTED = (("baseline", "baseline (label_smoothed_cross_entropy)"), ("rdrop", "R-Drop"))
 SYSTEM_NAMES = {"cutoff": "R-Drop + Cutoff", "simcut": "SimCut"}

@@ -22,7 +22,7 @@ import shutil
 import statistics
 import sys
 
-from rdrop_scripts.training_logs import plot, read_fairseq_log
+from rdrop_tools.training_logs import plot, read_fairseq_log
 
 
 def read_json(path):

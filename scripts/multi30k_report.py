@@ -15,8 +15,8 @@ import os
 import shutil
 import sys
 
-from rdrop_scripts.experiment_results import write_results
-from rdrop_scripts.training_logs import summarize_run
+from rdrop_tools.experiment_results import write_results
+from rdrop_tools.training_logs import summarize_run
 
 SYSTEMS = ("baseline", "rdrop")
 

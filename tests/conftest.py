@@ -1,7 +1,4 @@
 import os
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,38 +10,21 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import synthetic_corpus
 
-ROOT = Path(__file__).resolve().parents[1]
-# the real corpora, for the tests about real text (the recipes read the same variable)
-SHARED_DATA = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
-USER_DIR = str(ROOT / "rdrop_fairseq")
-BIN = Path(sys.executable).parent
-NO_SHARED_DATA = "shared data not present"
+from support import BIN, NO_SHARED_DATA, SHARED_DATA, run_cli  # noqa: E402
+from support import corpus as synthetic_corpus  # noqa: E402
 
 
-def shared(name):
-    """The real corpus SHARED_DATA/name; skip the test when it is not there."""
-    path = SHARED_DATA / name
-    if not path.is_dir():
-        pytest.skip(f"{NO_SHARED_DATA}: {path} (set SHARED_DATA to its folder)")
-    return path
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: runs command-line tools or trains (deselect with -m 'not slow')")
 
 
-def run_cli(*args, check=True, env=None, timeout=900):
-    """Run a command with the test interpreter's bin/ on PATH, one thread per process (a
-    multi-threaded tiny model crawls when the CPU is shared); return the CompletedProcess."""
-    full_env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1")
-    full_env.update(env or {})
-    proc = subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, env=full_env, timeout=timeout
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{args[0]} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}"
-            f"\n--- stderr\n{proc.stderr[-5000:]}"
-        )
-    return proc
+def pytest_collection_modifyitems(items):
+    """A test that uses the binarized corpus runs fairseq's command-line tools: slow."""
+    for item in items:
+        if {"corpus", "data_bin"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -57,7 +37,7 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
-    """The synthetic corpus of synthetic_corpus.py, written and binarized once per session:
+    """The synthetic corpus of support/corpus.py, written and binarized once per session:
     raw/{train,valid,test}.{de,en} (1 000, 20, 20 pairs), raw/tok/ (tokenized, lowercased), and
     bin/, the tokenized text binarized with a joined dictionary; its test1 subset is the first
     13 test sentences, a number that is not a multiple of --required-batch-size-multiple (8)."""

@@ -4,7 +4,7 @@ import sys
 
 import torch
 
-from conftest import ROOT, run_cli
+from support import ROOT, run_cli
 
 SCRIPT = ROOT / "scripts" / "average_checkpoints.py"
 

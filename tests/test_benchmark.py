@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import ROOT
+from support import ROOT
 
 spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
 benchmark = importlib.util.module_from_spec(spec)

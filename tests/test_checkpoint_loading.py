@@ -20,8 +20,8 @@ from fairseq import checkpoint_utils, options
 from fairseq.data import data_utils
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, applies the fixes)
-from fairseq_fixtures import TINY_TRANSFORMER as TINY
-from conftest import BIN, USER_DIR, run_cli
+from support.tiny_model import TINY_TRANSFORMER as TINY
+from support import BIN, USER_DIR, run_cli
 from rdrop_fairseq import fairseq_fixes
 from rdrop_fairseq.errors import UsageError
 

@@ -18,7 +18,7 @@ from fairseq.models import FairseqDecoder, FairseqEncoder, FairseqEncoderDecoder
 from rdrop_fairseq.criterion import LabelSmoothedCrossEntropyRDropCriterion as RDrop
 from rdrop_fairseq.criterion import outputs_log_softmax_of_logits
 
-from fairseq_fixtures import build, random_sample
+from support.tiny_model import build, random_sample
 
 EPS = 0.1
 

@@ -28,15 +28,15 @@ from fairseq.modules.fairseq_dropout import FairseqDropout  # noqa: E402
 from fairseq.utils import apply_to_sample  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402
 
-from fairseq_fixtures import build, random_sample  # noqa: E402
-from loss_reference import (  # noqa: E402
+from support.tiny_model import build, random_sample  # noqa: E402
+from support.loss_reference import (  # noqa: E402
+    HostSyncs,
     FP32_ROUNDING,
     check_kernel_against_reference,
     assert_gradient_close,
     gradient_term_sizes,
     reference,
 )
-from test_fused_loss import HostSyncs  # noqa: E402
 from rdrop_fairseq.fused_loss import rdrop_loss  # noqa: E402
 
 DEVICE = os.environ.get("RDROP_TEST_DEVICE", "cuda")

@@ -12,7 +12,8 @@ from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEn
 import rdrop_fairseq.cutoff as cutoff
 from rdrop_fairseq.sample import duplicate_sample
 
-from fairseq_fixtures import build, random_sample
+from support import ROOT
+from support.tiny_model import build, random_sample
 
 EPS = 0.1
 
@@ -235,11 +236,11 @@ def test_bad_cutoff_on_the_command_line_is_one_error_line(tmp_path):
     """The criterion is built in a fresh interpreter, exactly as fairseq-train builds it."""
     code = (
         "import sys; sys.path.insert(0, 'tests'); from pathlib import Path;"
-        "from fairseq_fixtures import build;"
+        "from support.tiny_model import build;"
         "build(Path(sys.argv[1]), extra=['--rdrop-cutoff', '1.0'])"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                          text=True, cwd=str(__import__("conftest").ROOT), timeout=300)
+                          text=True, cwd=str(ROOT), timeout=300)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: --rdrop-cutoff must be a probability in [0, 1), got 1.0")

@@ -9,7 +9,7 @@ import pytest
 from fairseq.data import data_utils
 
 import rdrop_fairseq  # noqa: F401  (applies the fairseq fixes)
-from conftest import ROOT, USER_DIR, run_cli
+from support import ROOT, USER_DIR, run_cli
 
 TINY = [
     "--arch", "transformer", "--share-all-embeddings",

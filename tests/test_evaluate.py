@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_cli
+from support import ROOT, run_cli
 
 SCRIPT = ROOT / "scripts" / "evaluate.py"
 

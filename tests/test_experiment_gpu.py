@@ -8,9 +8,9 @@ import tarfile
 
 import pytest
 
-import synthetic_corpus
-from conftest import BIN, ROOT, run_cli
-from rdrop_scripts.training_logs import read_fairseq_log
+from support import corpus as synthetic_corpus
+from support import BIN, ROOT, run_cli
+from rdrop_tools.training_logs import read_fairseq_log
 
 EXPERIMENT = ROOT / "examples" / "translation" / "experiment-multi30k-gpu.sh"
 SYSTEMS = ("baseline", "rdrop", "rdrop_cutoff")

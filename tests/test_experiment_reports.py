@@ -1,12 +1,12 @@
 """The experiment reports: the figures they take from fairseq's json logs
-(rdrop_scripts/training_logs.py) and the Cutoff / SimCut table (scripts/multi30k_cutoff_report.py)."""
+(rdrop_tools/training_logs.py) and the Cutoff / SimCut table (scripts/multi30k_cutoff_report.py)."""
 
 import json
 import sys
 
-from conftest import ROOT, run_cli
+from support import ROOT, run_cli
 
-from rdrop_scripts.training_logs import summarize_run, total_wall_s
+from rdrop_tools.training_logs import summarize_run, total_wall_s
 
 
 def write_run(run_dir, valid_bleus, options="--rdrop-alpha 2 --dropout 0.1"):

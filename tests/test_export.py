@@ -10,8 +10,8 @@ import pytest
 import sacrebleu
 import torch
 
-import synthetic_corpus
-from conftest import BIN, ROOT, USER_DIR, run_cli
+from support import corpus as synthetic_corpus
+from support import BIN, ROOT, USER_DIR, run_cli
 
 SCRIPT = ROOT / "scripts" / "export_checkpoint.py"
 TEST_SENTENCES = 200

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from rdrop_fairseq.fused_loss import (
     CHUNK_ROWS,
@@ -187,21 +186,6 @@ def test_cuda_chunks_hold_thousands_of_rows_within_the_memory_budget():
         assert pairs * 2 * vocab * 4 * 6 <= CUDA_CHUNK_BYTES  # six fp32 temporaries of both rows
     assert cuda_chunk_rows(10_000, budget_bytes=1 << 30) == 2 * cuda_chunk_rows(10_000, 1 << 29)
     assert cuda_chunk_rows(10**9) == CHUNK_ROWS  # never fewer rows than on CPU
-
-
-class HostSyncs(TorchDispatchMode):
-    """Records the aten ops that make the host wait for a CUDA device (on any device)."""
-
-    SYNCING = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::item"}
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func._schema.name in self.SYNCING:
-            self.seen.append(func._schema.name)
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("alpha,simcut", [(0.0, False), (5.0, False), (3.0, True)])

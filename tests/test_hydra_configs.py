@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, as --user-dir does)
 
-from conftest import BIN, ROOT, USER_DIR, run_cli
+from support import BIN, ROOT, USER_DIR, run_cli
 
 CONFIG_DIR = ROOT / "examples" / "translation" / "config"
 RECIPES = {"iwslt14": "train-iwslt14.sh", "wmt14en2de": "train-wmt14en2de.sh",

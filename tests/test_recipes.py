@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SHARED_DATA, run_cli, shared
+from support import ROOT, SHARED_DATA, run_cli, shared
 
 RECIPES = ROOT / "examples" / "translation"
 IWSLT = SHARED_DATA / "iwslt14-de-en"

@@ -56,9 +56,9 @@ from fairseq.data import Dictionary, LanguagePairDataset
 from fairseq.logging import metrics
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, applies the fixes)
-from fairseq_fixtures import TINY_TRANSFORMER as TINY
-from conftest import BIN, ROOT, USER_DIR, run_cli
-from fairseq_fixtures import build
+from support.tiny_model import TINY_TRANSFORMER as TINY
+from support import BIN, ROOT, USER_DIR, run_cli
+from support.tiny_model import build
 from rdrop_fairseq.criterion import LabelSmoothedCrossEntropyRDropCriterion as RDrop
 from rdrop_fairseq.fused_loss import rdrop_loss
 

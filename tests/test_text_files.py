@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_cli
+from support import ROOT, run_cli
 
 SCRIPTS = ROOT / "scripts"
 

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_cli, shared
-from rdrop_scripts.text_files import read_lines
+from support import ROOT, run_cli, shared
+from rdrop_tools.text_files import read_lines
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import text_pipeline  # noqa: E402

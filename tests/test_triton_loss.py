@@ -16,12 +16,12 @@ pytest.importorskip("triton", reason="the Triton loss kernel needs `pip install 
 
 from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
-from conftest import ROOT  # noqa: E402
+from support import ROOT  # noqa: E402
 from fairseq.criterions.label_smoothed_cross_entropy import (  # noqa: E402
     LabelSmoothedCrossEntropyCriterion,
 )
-from fairseq_fixtures import build, random_sample  # noqa: E402
-from loss_reference import (  # noqa: E402
+from support.tiny_model import build, random_sample  # noqa: E402
+from support.loss_reference import (  # noqa: E402
     check_kernel_against_reference,
     assert_gradient_close,
     gradient_term_sizes,

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Translate text with a CTranslate2 model written by export_checkpoint.py --ctranslate2.
 
   translate_ctranslate2.py MODEL_DIR --input SRC --output HYP [--spm SPM_MODEL] [--beam 5]
@@ -13,7 +12,7 @@ tokens, as fairseq-generate's default does.
 
 import argparse
 
-from rdrop_scripts.text_files import (
+from .text_files import (
     InputError, atomic_output, check_exists, exit_on_input_error, read_lines,
 )
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Plot fairseq training logs (``--log-format json``) of several runs on the same axes.
 
   plot_logs.py --run NAME=LOG [--run NAME=LOG ...] --out FIGURE.png
@@ -12,7 +11,7 @@ per epoch: training and validation NLL per target token (comparable across crite
 import argparse
 import sys
 
-from rdrop_scripts.training_logs import plot, read_fairseq_log
+from .training_logs import plot, read_fairseq_log
 
 
 def main(argv=None):

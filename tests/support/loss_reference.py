@@ -5,6 +5,7 @@ it. Shared by the kernel tests, interpreted (test_triton_loss.py) and compiled (
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 #: fp32 rounding of a gradient entry, in units of 2⁻²⁴ times the sum of its terms' magnitudes (an
 #: entry can be the small difference of large terms; p = exp(x − lse) carries lse's rounding).
@@ -114,3 +115,18 @@ def check_kernel_against_reference(
     assert_gradient_close(logits.grad, ref_grad, sizes, rounding)
     n = target.numel()  # both copies' counted rows have gradients to compare
     assert ref_grad[:n][keep].abs().max() > 0 and ref_grad[n:][keep].abs().max() > 0
+
+
+class HostSyncs(TorchDispatchMode):
+    """Records the aten ops that make the host wait for a CUDA device (on any device)."""
+
+    SYNCING = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::item"}
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name in self.SYNCING:
+            self.seen.append(func._schema.name)
+        return func(*args, **(kwargs or {}))

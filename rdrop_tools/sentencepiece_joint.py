@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Train one joint sentencepiece model on source and target text, and encode/decode with it.
 
   sentencepiece_joint.py train --model PREFIX --vocab-size N [--model-type unigram|bpe] FILE...
@@ -11,7 +10,7 @@ import os
 
 import sentencepiece as spm
 
-from rdrop_scripts.text_files import (
+from .text_files import (
     InputError, atomic_output, check_exists, count_lines, exit_on_input_error, iter_lines,
 )
 

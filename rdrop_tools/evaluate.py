@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Score translations with sacreBLEU, tokenized BLEU and compound-split BLEU.
 
   evaluate.py --hyp FILE --ref FILE [--baseline-hyp FILE] [--json]
@@ -30,8 +29,8 @@ import sacremoses
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.significance import PairedTest
 
-from rdrop_scripts.moses import MosesTokenizer
-from rdrop_scripts.text_files import InputError, atomic_output, exit_on_input_error, read_lines
+from .moses import MosesTokenizer
+from .text_files import InputError, atomic_output, exit_on_input_error, read_lines
 
 COMPOUND = re.compile(r"(\S)-(\S)")
 # fairseq-score maps reference <unk> to an id that matches nothing; this token cannot be produced

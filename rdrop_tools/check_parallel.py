@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Check that a folder holds a readable, UTF-8, line-aligned parallel corpus.
 
   check_parallel.py DIR SPLIT [SPLIT ...] --langs SRC TGT
@@ -10,7 +9,7 @@ the same number of lines. The first problem is reported on one line, exit status
 import argparse
 import os
 
-from rdrop_scripts.text_files import check_parallel, exit_on_input_error
+from .text_files import check_parallel, exit_on_input_error
 
 
 def main(argv=None):

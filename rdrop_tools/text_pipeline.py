@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """The Moses text pipeline of fairseq's prepare-iwslt14.sh and prepare-wmt14en2de.sh, in Python.
 
   text_pipeline.py extract --format {tags,xml} [--keep-apostrophes] IN OUT
@@ -19,8 +18,8 @@ import re
 import regex
 import sacremoses
 
-from rdrop_scripts.moses import MosesTokenizer
-from rdrop_scripts.text_files import atomic_output, exit_on_input_error, iter_lines, iter_parallel
+from .moses import MosesTokenizer
+from .text_files import atomic_output, exit_on_input_error, iter_lines, iter_parallel
 
 
 # -- extraction: the grep/sed steps of prepare-iwslt14.sh ------------------------------------------

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Multi-process (multi-GPU, multi-node, or CPU) fairseq training: one fairseq-train per local rank.
 
   python scripts/train_distributed.py --nproc N [--nodes M --node-rank R

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Export a checkpoint trained with the plugin for deployment without it.
 
   export_checkpoint.py IN OUT --data DATA_BIN [--ctranslate2 DIR [--quantization int8]]

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Average the parameters of fairseq checkpoints (fairseq's scripts/average_checkpoints.py).
 
   average_checkpoints.py --inputs SAVE_DIR --num-epoch-checkpoints N --output FILE

@@ -6,7 +6,7 @@ import os
 import platform
 from importlib.metadata import version
 
-from rdrop_scripts.training_logs import plot
+from .training_logs import plot
 
 
 def write_results(out, results, table, logs, commands):
