@@ -18,8 +18,12 @@ from fairseq.models.transformer import TransformerModelBase
 
 from . import cutoff
 from .errors import UsageError
-from .fused_loss import rdrop_loss
+from .loss import training_loss
 from .sample import duplicate_sample
+
+#: Largest --rdrop-alpha accepted: beyond it the KL term outweighs the NLL more than a
+#: thousandfold and training no longer learns the targets (published values lie in 0.1-10).
+MAX_ALPHA = 1000.0
 
 
 @dataclass
@@ -60,7 +64,7 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
     and the gradient is normalised by the target tokens of ONE copy, as in the paper.
     ``--rdrop-cutoff`` also cuts the second copy's token embeddings (R-Drop + Cutoff) and
     ``--rdrop-loss simcut`` switches to SimCut's loss: the label-smoothed NLL of the first (clean)
-    copy + α·KL(P₁‖P₂).
+    copy + α·KL(P₁‖P₂). The definitions and how they are computed: docs/loss.md.
     Validation and inference use one copy and no KL, exactly like the stock criterion."""
 
     def __init__(
@@ -77,10 +81,7 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         super().__init__(
             task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy
         )
-        if not (isinstance(rdrop_alpha, (int, float)) and math.isfinite(rdrop_alpha)
-                and rdrop_alpha >= 0):
-            raise UsageError(f"--rdrop-alpha must be a finite number >= 0, got {rdrop_alpha!r}")
-        self.rdrop_alpha = float(rdrop_alpha)
+        self.rdrop_alpha = checked_alpha(rdrop_alpha)
         if not (isinstance(rdrop_cutoff, (int, float)) and 0 <= rdrop_cutoff < 1):
             raise UsageError(f"--rdrop-cutoff must be a probability in [0, 1), got {rdrop_cutoff!r}")
         if rdrop_cutoff > 0 and self.rdrop_alpha == 0:
@@ -97,9 +98,11 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         with self.second_copy_cutoff(model):
             net_output = model(**sample["net_input"])
         if outputs_log_softmax_of_logits(model):
-            loss, nll_loss, kl_loss, n_correct, total = self.fused_loss(model, net_output, sample)
+            loss, nll_loss, kl_loss, n_correct, total = self.loss_from_logits(
+                model, net_output, sample)
         else:
-            loss, nll_loss, kl_loss, n_correct, total = self.generic_loss(model, net_output, sample)
+            loss, nll_loss, kl_loss, n_correct, total = self.loss_from_log_probs(
+                model, net_output, sample)
 
         nsentences = sample["target"].size(0) // 2
         sample_size = nsentences if self.sentence_avg else sample["ntokens"]
@@ -117,18 +120,18 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
             logging_output["total"] = utils.item(total)
         return loss, sample_size, logging_output
 
-    def fused_loss(self, model, net_output, sample):
-        """The loss straight from the logits (see fused_loss.py): the fast path. Pad positions
-        are masked, not removed, so on CUDA nothing waits for the device."""
+    def loss_from_logits(self, model, net_output, sample):
+        """The loss straight from the logits (see loss.py): the fast path. Pad positions are
+        masked, not removed, so on CUDA nothing waits for the device."""
         logits = net_output[0]
         flat_logits = logits.reshape(-1, logits.size(-1))
         target = model.get_targets(sample, net_output)
         keep = self.counted_positions(target).reshape(-1)
         target = target.reshape(-1)
         copy_positions = target.numel() // 2  # copy 2's positions follow copy 1's, aligned
-        loss, nll_loss, kl_loss = rdrop_loss(
+        loss, nll_loss, kl_loss = training_loss(
             flat_logits, target[:copy_positions], keep[:copy_positions], self.eps,
-            self.rdrop_alpha, simcut=self.simcut,
+            self.rdrop_alpha, mode=self.rdrop_loss,
         )
         n_correct = total = None
         if self.report_accuracy:
@@ -155,16 +158,17 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         never_cut = {i for d in dictionaries if d is not None for i in (d.eos(), d.pad())}
         return cutoff.second_copy_cutoff(model, self.rdrop_cutoff, never_cut)
 
-    def generic_loss(self, model, net_output, sample):
+    def loss_from_log_probs(self, model, net_output, sample):
         """The loss from ``model.get_normalized_probs`` (adaptive softmax, custom output layers)
-        by the fused loss on the log-probabilities, whose log-softmax they are. Its gradient gains
-        ``−p·Σg`` per row, which reaches no parameter while the output stays normalised:
-        ``Σ p·∂(log p)/∂θ = ∂(Σ p)/∂θ = 0``."""
+        by :func:`training_loss` on the log-probabilities, whose log-softmax they are. Its
+        gradient gains ``−p·Σg`` per row, which reaches no parameter while the output stays
+        normalised: ``Σ p·∂(log p)/∂θ = ∂(Σ p)/∂θ = 0``."""
         lprobs, target = self.get_nonpad_lprobs_and_target(model, net_output, sample)
         copy_rows = lprobs.size(0) // 2  # rows [0, n) are copy 1, [n, 2n) copy 2
         every_row = target.new_ones(copy_rows, dtype=torch.bool)
-        loss, nll_loss, kl_loss = rdrop_loss(
-            lprobs, target[:copy_rows], every_row, self.eps, self.rdrop_alpha, simcut=self.simcut
+        loss, nll_loss, kl_loss = training_loss(
+            lprobs, target[:copy_rows], every_row, self.eps, self.rdrop_alpha,
+            mode=self.rdrop_loss,
         )
         scored = self.scored_rows(copy_rows)
         n_correct = None
@@ -173,14 +177,19 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         return loss, nll_loss, kl_loss, n_correct, target[scored].numel()
 
     def get_nonpad_lprobs_and_target(self, model, net_output, sample):
-        """Log-probabilities (fp32) and targets of the counted target positions only: pad rows
-        are dropped before the vocabulary-sized log-softmax. Rows keep batch order."""
+        """Log-probabilities (fp32) and targets of the counted target positions only, rows in
+        batch order. The output layer sees the whole (batch, time, ·) output, as the stock
+        criterion gives it; an adaptive softmax's are computed here (its own are not
+        differentiable)."""
         target = model.get_targets(sample, net_output)
         keep = self.counted_positions(target)
-        lprobs = model.get_normalized_probs(
-            (net_output[0][keep],) + tuple(net_output[1:]), log_probs=True
-        )
-        return lprobs.float(), target[keep]
+        decoder = getattr(unwrapped(model), "decoder", None)
+        adaptive_softmax = getattr(decoder, "adaptive_softmax", None)
+        if adaptive_softmax is not None:
+            lprobs = adaptive_softmax_log_probs(adaptive_softmax, net_output[0])
+        else:
+            lprobs = model.get_normalized_probs(net_output, log_probs=True)
+        return lprobs[keep].float(), target[keep]
 
     def counted_positions(self, target):
         """Mask of the target positions the loss counts: not pad, not in --ignore-prefix-size."""
@@ -197,11 +206,43 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
             metrics.log_scalar("kl_loss", kl_sum / ntokens / math.log(2), ntokens, round=3)
 
 
+def checked_alpha(alpha):
+    """``--rdrop-alpha`` as a float, or a :class:`UsageError` for a value that cannot train."""
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
+        raise UsageError(f"--rdrop-alpha must be a finite number >= 0, got {alpha!r}")
+    if alpha > MAX_ALPHA:
+        raise UsageError(
+            f"--rdrop-alpha {alpha:g} is too large: above {MAX_ALPHA:g} the KL term outweighs the "
+            "NLL more than a thousandfold and training no longer learns the targets "
+            "(usual values: 0.1 to 10)")
+    return float(alpha)
+
+
+def adaptive_softmax_log_probs(adaptive_softmax, features):
+    """Log-probabilities over the whole vocabulary of fairseq's ``AdaptiveSoftmax`` for
+    ``features`` (..., C), as its ``get_log_prob`` computes them but differentiably (that writes
+    into the log-softmax's output, which autograd refuses), with the dropout of its training
+    forward: the head's log-softmax for the shortlist, each tail's plus its cluster's head entry."""
+    x = adaptive_softmax.dropout_module(features.reshape(-1, features.size(-1)))
+    head = adaptive_softmax.lsm(adaptive_softmax.head(x))
+    shortlist = adaptive_softmax.cutoff[0]
+    parts = [head[:, :shortlist]]
+    for i, tail in enumerate(adaptive_softmax.tail):
+        parts.append(adaptive_softmax.lsm(tail(x)) + head[:, shortlist + i, None])
+    return torch.cat(parts, 1).view(*features.shape[:-1], -1)
+
+
+def unwrapped(model):
+    """The model inside DDP and similar wrappers."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
 def outputs_log_softmax_of_logits(model):
     """True when ``model.get_normalized_probs`` is fairseq's default: the log-softmax of
     ``net_output[0]`` (no adaptive softmax, no overriding model or decoder)."""
-    while hasattr(model, "module"):  # DDP wrappers
-        model = model.module
+    model = unwrapped(model)
     decoder = getattr(model, "decoder", None)
     return (
         isinstance(model, BaseFairseqModel)

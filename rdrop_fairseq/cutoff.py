@@ -1,4 +1,4 @@
-"""Token cutoff of the second copy, for R-Drop + Cutoff and SimCut (whose loss is in fused_loss.py).
+"""Token cutoff of the second copy, for R-Drop + Cutoff and SimCut (whose loss: docs/loss.md).
 
 During training, each source token's and each target-input token's embedding in the second copy
 of the stacked batch (rows ``[B, 2B)``) is zeroed with probability p; copy 1 (rows ``[0, B)``)

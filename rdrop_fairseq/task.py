@@ -3,7 +3,9 @@
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from .errors import UsageError, check_dictionaries, missing_data_error
+from . import compat
+from .data_checks import check_dictionaries, check_max_tokens, check_split, missing_data_error
+from .errors import UsageError
 from .criterion import LabelSmoothedCrossEntropyRDropCriterion
 from .sample import duplicate_sample
 
@@ -20,6 +22,8 @@ class RDropTranslationTask(TranslationTask):
         return super().setup_task(cfg, **kwargs)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        check_split(self.cfg.data, split, self.cfg.source_lang, self.cfg.target_lang,
+                    epoch=epoch, combine=combine)
         try:
             return super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
         except FileNotFoundError as e:
@@ -27,8 +31,18 @@ class RDropTranslationTask(TranslationTask):
                 e, self.cfg.data, split, self.cfg.source_lang, self.cfg.target_lang
             ) from e
 
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
+                           ignore_invalid_inputs=False, *args, **kwargs):
+        checked = self.__dict__.setdefault("_rdrop_checked_datasets", set())
+        if id(dataset) not in checked:
+            split = next((name for name, d in self.datasets.items() if d is dataset), "data")
+            check_max_tokens(dataset, split, max_tokens, max_positions, ignore_invalid_inputs)
+            checked.add(id(dataset))
+        return super().get_batch_iterator(dataset, max_tokens, max_sentences, max_positions,
+                                          ignore_invalid_inputs, *args, **kwargs)
+
     def build_criterion(self, cfg, from_checkpoint=False):
-        criterion = super().build_criterion(cfg, from_checkpoint)
+        criterion = compat.build_criterion(super().build_criterion, cfg, from_checkpoint)
         if not isinstance(criterion, LabelSmoothedCrossEntropyRDropCriterion):
             raise UsageError(
                 "--task rdrop_translation needs --criterion label_smoothed_cross_entropy_rdrop "

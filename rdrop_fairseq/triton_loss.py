@@ -1,28 +1,28 @@
-"""The R-Drop loss of a log-softmax output layer as two Triton kernels: one program per row pair.
+"""The training loss as two Triton kernels, one program per row pair (the maths: docs/loss.md).
 
-Same maths as :class:`rdrop_fairseq.fused_loss.FusedRDropLoss`: label-smoothed NLL of both copies
-(fairseq's smoothing, ``εᵢ = ε/(V−1)``) plus α·½Σ(p−q)(log p − log q), fp32 arithmetic for fp16,
-bf16 and fp32 logits. Program ``i`` owns row ``i`` (copy 1) and row ``n + i`` (copy 2):
+Program ``i`` owns row ``i`` (copy 1) and row ``n + i`` (copy 2), fp32 arithmetic for fp16, bf16
+and fp32 logits:
 
-- forward: an online log-sum-exp of both rows over the vocabulary in blocks, then (α > 0) a second
-  sweep for KL(p‖q) and KL(q‖p). It keeps four floats per pair for the backward (both
-  log-sum-exps and both KLs) and writes the pair's loss, NLL and KL, summed on the device.
+- forward: an online log-sum-exp of both rows over the vocabulary in blocks, which also sums the
+  logits for the smoothing term; then (α > 0) a second sweep for KL(p₁‖p₂) and KL(p₂‖p₁). It
+  keeps four floats per pair for the backward (both log-sum-exps and both KLs) and writes the
+  pair's loss, NLL and KL, summed on the device.
 - backward: one sweep that writes both rows' logit gradients, ``grad_output`` read from device
   memory and multiplied in fp32 before the rounding to the logits' dtype (an fp16 value beyond
   fp16's range becomes inf, as fairseq's loss scaler expects).
 
-With ``SIMCUT`` the loss is SimCut's instead: the label-smoothed NLL of copy 1 + α·KL(p‖q), whose
-gradient reaches copy 2 only through the KL (see fused_loss.py).
-
 Pairs whose position is not counted (pad, ``--ignore-prefix-size``) are masked inside the kernels
-and get a zero gradient, so nothing waits on the host. A token that is −inf in both copies adds 0
-to the KL. Runs on CPU tensors under ``TRITON_INTERPRET=1`` (set before this module is imported).
+and get a zero gradient, so nothing waits on the host; program ids are int64, so offsets past 2³¹
+elements do not wrap. Runs on CPU tensors under ``TRITON_INTERPRET=1`` (set before this module is
+imported).
 """
 
 import torch
 import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
+
+from .loss import finish_forward
 
 #: Largest vocabulary block one step of a program holds (two rows of it, in fp32 registers). The
 #: vocabulary size itself is a compile-time constant of the kernels (VOCAB): one compilation per
@@ -124,13 +124,10 @@ def _rdrop_forward_kernel(
 @triton.jit
 def _rdrop_backward_kernel(
     logits_ptr, row_stride, grad_ptr, grad_row_stride, target_ptr, keep_ptr, saved_ptr,
-    grad_output_ptr, n_pairs, eps_i, nll_weight, kl_alpha,
+    grad_output_ptr, n_pairs, eps_i, nll_weight, p_weight, kl_weight,
     VOCAB: tl.constexpr, HAS_KL: tl.constexpr, SIMCUT: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Both rows' gradients in one sweep; per row, with ``a`` = ``nll_weight``, ``d = l₁ − l₂``
-    and ``kl_alpha`` ½α: ``g[(a + εᵢV) p₁ − εᵢ − a·onehot(y)] + ½αg[p₁ ⊙ (d − KL(p₁‖p₂)) + p₁ −
-    p₂]`` (copy 2 alike). SIMCUT, ``kl_alpha`` α: copy 1 ``g[(a + εᵢV) p₁ − εᵢ − a·onehot(y)] +
-    αg p₁ ⊙ (d − KL(p₁‖p₂))``, copy 2 ``αg(p₂ − p₁)``."""
+    """Both rows' gradients in one sweep (docs/loss.md, names as in ``Coefficients``)."""
     pair = tl.program_id(0).to(tl.int64)
     x1_ptr = logits_ptr + pair * row_stride
     x2_ptr = logits_ptr + (pair + n_pairs) * row_stride
@@ -139,10 +136,10 @@ def _rdrop_backward_kernel(
     out_dtype = grad_ptr.dtype.element_ty
     if tl.load(keep_ptr + pair) != 0:
         g = tl.load(grad_output_ptr).to(tl.float32)
-        p_weight = g * (nll_weight + eps_i * VOCAB)
+        p_grad = g * p_weight
         smooth_grad = g * eps_i
         target_grad = g * nll_weight
-        kl_weight = g * kl_alpha
+        kl_grad = g * kl_weight
         y = tl.load(target_ptr + pair)
         lse1 = tl.load(saved_ptr + pair)
         lse2 = tl.load(saved_ptr + n_pairs + pair)
@@ -156,20 +153,20 @@ def _rdrop_backward_kernel(
             p1 = tl.exp(l1)
             p2 = tl.exp(l2)
             nll_grad = smooth_grad + tl.where(cols == y, target_grad, 0.0)
-            grad1 = p_weight * p1 - nll_grad
+            grad1 = p_grad * p1 - nll_grad
             if SIMCUT:
                 grad2 = tl.zeros([BLOCK], dtype=tl.float32)
             else:
-                grad2 = p_weight * p2 - nll_grad
+                grad2 = p_grad * p2 - nll_grad
             if HAS_KL:
                 d = _copy_difference(l1, l2)
                 p_diff = p1 - p2
                 if SIMCUT:
-                    grad1 += kl_weight * (p1 * (d - kl12))
-                    grad2 -= kl_weight * p_diff
+                    grad1 += kl_grad * (p1 * (d - kl12))
+                    grad2 -= kl_grad * p_diff
                 else:
-                    grad1 += kl_weight * (p1 * (d - kl12) + p_diff)
-                    grad2 -= kl_weight * (p2 * (d + kl21) + p_diff)
+                    grad1 += kl_grad * (p1 * (d - kl12) + p_diff)
+                    grad2 -= kl_grad * (p2 * (d + kl21) + p_diff)
             tl.store(g1_ptr + cols, grad1.to(out_dtype), mask=inside)
             tl.store(g2_ptr + cols, grad2.to(out_dtype), mask=inside)
     else:
@@ -189,46 +186,46 @@ def _num_warps(block):
     return 8 if block >= 2048 else 4
 
 
-class TritonRDropLoss(torch.autograd.Function):
+def evaluate(logits, target, keep, coefficients):
+    """``(loss, nll, kl)`` of ``logits`` (2n, V) fp16/bf16/fp32, ``target`` (n,), ``keep`` (n,)
+    bool (see :func:`rdrop_fairseq.loss.training_loss`), as fp32 scalars."""
+    return TritonTrainingLoss.apply(logits, target, keep, coefficients)
+
+
+class TritonTrainingLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, target, keep, epsilon, alpha, simcut=False):
-        """``logits`` (2n, V) fp16/bf16/fp32, rows [0, n) copy 1 and [n, 2n) copy 2 aligned;
-        ``target`` (n,); ``keep`` (n,) bool, the pairs to count. Returns the summed loss, NLL of
-        both copies and symmetric KL as fp32 scalars (the last two for logging only; ``simcut``:
-        SimCut's loss, copy 1's NLL and KL(p‖q))."""
+    def forward(ctx, logits, target, keep, coefficients):
+        c = coefficients
         n, vocab = target.numel(), logits.size(1)
         block = block_size(vocab)
         logits = logits if logits.stride(1) == 1 else logits.contiguous()
         target = target.contiguous()
         keep = keep.contiguous().view(torch.uint8)
-        eps_i = epsilon / (vocab - 1)
         stats = logits.new_empty((3, n), dtype=torch.float32)
         saved = logits.new_empty((4, n), dtype=torch.float32)
         if n:
             _rdrop_forward_kernel[(n,)](
                 logits, logits.stride(0), target, keep, stats, saved,
-                n, eps_i, 1.0 - epsilon - eps_i, alpha,
-                VOCAB=vocab, HAS_SMOOTHING=eps_i != 0, HAS_KL=alpha != 0, SIMCUT=bool(simcut),
-                BLOCK=block, num_warps=_num_warps(block),
+                n, c.smoothing, c.nll_weight, c.alpha,
+                VOCAB=vocab, HAS_SMOOTHING=c.smoothing != 0, HAS_KL=c.alpha != 0,
+                SIMCUT=c.simcut, BLOCK=block, num_warps=_num_warps(block),
             )
-        ctx.save_for_backward(logits, target, keep, saved)
-        ctx.epsilon, ctx.alpha, ctx.block, ctx.simcut = epsilon, alpha, block, bool(simcut)
         loss, nll, kl = (row.sum() for row in stats)  # separate tensors, not views of one
-        ctx.mark_non_differentiable(nll, kl)
-        return loss, nll, kl
+        return finish_forward(ctx, (logits, target, keep, saved), loss, nll, kl,
+                              coefficients=c, block=block)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss, _grad_nll, _grad_kl):
+        c, block = ctx.coefficients, ctx.block
         logits, target, keep, saved = ctx.saved_tensors
-        n, vocab = target.numel(), logits.size(1)
-        eps_i = ctx.epsilon / (vocab - 1)
+        n = target.numel()
         grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
         if n:
             _rdrop_backward_kernel[(n,)](
                 logits, logits.stride(0), grad, grad.stride(0), target, keep, saved,
-                grad_loss.float().contiguous(), n, eps_i, 1.0 - ctx.epsilon - eps_i,
-                ctx.alpha if ctx.simcut else 0.5 * ctx.alpha, VOCAB=vocab, HAS_KL=ctx.alpha != 0,
-                SIMCUT=ctx.simcut, BLOCK=ctx.block, num_warps=_num_warps(ctx.block),
+                grad_loss.float().contiguous(), n, c.smoothing, c.nll_weight, c.p_weight,
+                c.kl_weight, VOCAB=c.vocab, HAS_KL=c.alpha != 0, SIMCUT=c.simcut,
+                BLOCK=block, num_warps=_num_warps(block),
             )
-        return grad, None, None, None, None, None
+        return grad, None, None, None

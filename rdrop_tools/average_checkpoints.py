@@ -1,19 +1,31 @@
 """Average the parameters of fairseq checkpoints (fairseq's scripts/average_checkpoints.py).
 
-  average_checkpoints.py --inputs SAVE_DIR --num-epoch-checkpoints N --output FILE
-  average_checkpoints.py --inputs SAVE_DIR --num-update-checkpoints N --output FILE
-  average_checkpoints.py --inputs A.pt B.pt ... --output FILE
+  rdrop-average-checkpoints --inputs SAVE_DIR --num-epoch-checkpoints N --output FILE
+  rdrop-average-checkpoints --inputs SAVE_DIR --num-update-checkpoints N --output FILE
+  rdrop-average-checkpoints --inputs A.pt B.pt ... --output FILE
 
 With a SAVE_DIR, the last N of its checkpointEPOCH.pt (or checkpoint_EPOCH_UPDATES.pt) files are
-averaged. The output keeps everything else (config, optimizer state) of the last one.
+averaged. The output keeps everything else (config, optimizer state) of the last one. The
+checkpoints load as training loads them (torch's safe unpickler; ``RDROP_TRUST_CHECKPOINTS=1``
+for files you trust); FILE is written only when all of them are read and averaged, never over
+one of them.
 """
 
 import argparse
+import logging
 import os
 import re
 import sys
+import tempfile
+from collections.abc import Mapping
 
 import torch
+
+from .progress import progress
+
+
+class AverageError(ValueError):
+    """Why the checkpoints cannot be averaged, in one line."""
 
 
 def last_checkpoints(save_dir, n, by_update):
@@ -25,30 +37,75 @@ def last_checkpoints(save_dir, n, by_update):
     )
     if len(numbered) < n:
         kind = "update" if by_update else "epoch"
-        raise ValueError(f"{save_dir}: {len(numbered)} {kind} checkpoints, {n} needed")
+        raise AverageError(f"{save_dir}: {len(numbered)} {kind} checkpoints, {n} needed")
     return [os.path.join(save_dir, name) for _, name in numbered[-n:]]
+
+
+def load(path):
+    """A checkpoint's state, loaded under the plugin's loading policy."""
+    from rdrop_fairseq.checkpoint_loading import load_checkpoint_file
+
+    if not os.path.isfile(path):
+        raise AverageError(f"no such checkpoint: {path}")
+    state = load_checkpoint_file(path, map_location="cpu")  # a UsageError (ValueError) says why
+    if not isinstance(state, Mapping) or not isinstance(state.get("model"), Mapping) or not all(
+            isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise AverageError(f"{path} is not a fairseq checkpoint (no model parameters)")
+    return state
 
 
 def average_checkpoints(paths):
     """The last checkpoint's state with ``model`` replaced by the mean over ``paths``."""
     total = None
-    for path in paths:
-        if not os.path.isfile(path):
-            raise ValueError(f"no such checkpoint: {path}")
-        # fairseq checkpoints pickle their config: these are the user's own, trusted files
-        state = torch.load(path, map_location="cpu", weights_only=False)
+    for path in progress(paths, desc="averaging", unit="checkpoint"):
+        state = load(path)
         params = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
         if total is None:
             total = params
-        elif params.keys() != total.keys():
-            raise ValueError(f"{path}: parameters differ from those of {paths[0]}")
-        else:
-            for k, v in params.items():
-                total[k] = total[k] + v
+            continue
+        if params.keys() != total.keys():
+            raise AverageError(f"{path}: parameters differ from those of {paths[0]} "
+                               f"(not the same model)")
+        for k, v in params.items():
+            if v.shape != total[k].shape:
+                raise AverageError(f"{path}: {k} has shape {tuple(v.shape)}, {paths[0]} "
+                                   f"{tuple(total[k].shape)} (another dictionary or model size)")
+            total[k] = total[k] + v
     state["model"] = {
         k: v / len(paths) if v.is_floating_point() else v // len(paths) for k, v in total.items()
     }
     return state
+
+
+def check_output(output, paths):
+    """OUTPUT can be written (its folder exists) and is none of the inputs."""
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise AverageError(f"--output {output}: directory {folder} does not exist")
+    if os.path.isdir(output):
+        raise AverageError(f"--output {output} is a directory")
+    real = os.path.realpath(output)
+    for path in paths:
+        if os.path.realpath(path) == real or (
+                os.path.exists(output) and os.path.exists(path) and os.path.samefile(path, output)):
+            raise AverageError(f"--output {output} is one of the inputs ({path}): "
+                               "choose another file")
+
+
+def save_atomically(state, output):
+    """Write ``state`` to a temporary file beside OUTPUT, then rename it into place."""
+    fd, part = tempfile.mkstemp(prefix=os.path.basename(output) + ".",
+                                dir=os.path.dirname(os.path.abspath(output)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(part, 0o666 & ~umask)
+        os.replace(part, output)
+    except BaseException:
+        os.remove(part)
+        raise
 
 
 def main(argv=None):
@@ -59,6 +116,8 @@ def main(argv=None):
     count.add_argument("--num-epoch-checkpoints", type=int)
     count.add_argument("--num-update-checkpoints", type=int)
     args = parser.parse_args(argv)
+    # before fairseq is imported: one of its modules sets the root logger to INFO on import
+    logging.basicConfig(format="%(name)s: %(message)s", level=logging.WARNING)
     n = args.num_epoch_checkpoints or args.num_update_checkpoints
     try:
         if n:
@@ -67,11 +126,11 @@ def main(argv=None):
             paths = last_checkpoints(args.inputs[0], n, args.num_update_checkpoints is not None)
         else:
             paths = args.inputs
+        check_output(args.output, paths)
         state = average_checkpoints(paths)
-    except ValueError as e:
+        save_atomically(state, args.output)
+    except (ValueError, OSError) as e:  # AverageError, the loader's UsageError, a full disk
         sys.exit(f"error: {e}")
-    torch.save(state, args.output + ".part")
-    os.replace(args.output + ".part", args.output)
     print(f"averaged {len(paths)} checkpoints into {args.output}: {' '.join(paths)}")
 
 

@@ -1,9 +1,9 @@
 """Check that a folder holds a readable, UTF-8, line-aligned parallel corpus.
 
-  check_parallel.py DIR SPLIT [SPLIT ...] --langs SRC TGT
+  rdrop-check-parallel DIR SPLIT [SPLIT ...] --langs SRC TGT
 
 Every ``DIR/SPLIT.LANG`` must exist, decode as UTF-8, and both languages of a split must have
-the same number of lines. The first problem is reported on one line, exit status 1.
+the same number of lines, as fairseq counts them (no carriage return inside a line). The first problem is reported on one line, exit status 1.
 """
 
 import argparse

@@ -1,9 +1,9 @@
 """Score translations with sacreBLEU, tokenized BLEU and compound-split BLEU.
 
-  evaluate.py --hyp FILE --ref FILE [--baseline-hyp FILE] [--json]
-  evaluate.py --generate-log FILE [--ref FILE] [--write-hyp FILE] [--baseline-hyp FILE] [--json]
-  evaluate.py --generate-log FILE [--baseline-generate-log FILE] --tokenized [--lang L]
-              [--raw-ref FILE] [--json] [--save-json FILE]
+  rdrop-evaluate --hyp FILE --ref FILE [--baseline-hyp FILE] [--json]
+  rdrop-evaluate --generate-log FILE [--ref FILE] [--write-hyp FILE] [--baseline-hyp FILE] [--json]
+  rdrop-evaluate --generate-log FILE [--baseline-generate-log FILE] --tokenized [--lang L]
+                 [--raw-ref FILE] [--json] [--save-json FILE]
 
 Hypotheses and references come from plain files (one sentence a line) or from the H-/T- lines of
 a ``fairseq-generate`` log, in sentence-id order. By default they are plain (detokenized) text:
@@ -175,6 +175,8 @@ def main(argv=None):
             raw_refs = read_lines(args.raw_ref)
             named.append((args.raw_ref, raw_refs))
         check_same_length(named)
+        if not hyps:
+            raise InputError(f"{' and '.join(name for name, _ in named)}: no sentences to score")
     result = evaluate(hyps, refs, baseline, args.tokenized, args.lang, raw_refs)
     if args.write_hyp:
         with atomic_output(args.write_hyp) as (f,):

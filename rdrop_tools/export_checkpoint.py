@@ -1,6 +1,6 @@
 """Export a checkpoint trained with the plugin for deployment without it.
 
-  export_checkpoint.py IN OUT --data DATA_BIN [--ctranslate2 DIR [--quantization int8]]
+  rdrop-export IN OUT --data DATA_BIN [--ctranslate2 DIR [--quantization int8]]
 
 OUT holds the model weights and a config that names fairseq's stock ``translation`` task and
 ``label_smoothed_cross_entropy`` criterion, without the options only the plugin knows, in plain
@@ -31,6 +31,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+
+from .progress import stage
 
 STOCK_TASK = "translation"
 STOCK_CRITERION = "label_smoothed_cross_entropy"
@@ -128,6 +130,13 @@ def load_plugin_checkpoint(path):
         raise ExportError(f"{path} does not exist")
     import rdrop_fairseq  # noqa: F401  (registers the task and criterion, fixes loading)
     from fairseq import checkpoint_utils
+    from rdrop_fairseq import checkpoint_loading
+
+    # fairseq reads the file through the plugin's loading policy, as training does
+    # (rdrop_fairseq.checkpoint_loading.load_checkpoint_file): never with the full unpickler
+    # unless RDROP_TRUST_CHECKPOINTS=1
+    if not checkpoint_loading.installed(checkpoint_utils):
+        raise ExportError("the plugin's checkpoint loading is not in place: cannot load safely")
     from fairseq.tasks import TASK_REGISTRY
     from fairseq.tasks.translation import TranslationTask
 
@@ -175,6 +184,16 @@ def check_dictionaries(data, source_lang, target_lang, weights):
         if embeddings is not None and embeddings.shape[0] != size:
             raise ExportError(f"{path} has {size} symbols but the model's {side} embeddings "
                               f"have {embeddings.shape[0]} rows: not the model's dictionary")
+
+
+def check_not_an_input(out, inputs):
+    """OUT is none of ``inputs`` (by real path, or the same file under another name)."""
+    if os.path.isdir(out):
+        raise ExportError(f"{out} is a directory: name the file to write")
+    for path in inputs:
+        if os.path.realpath(path) == os.path.realpath(out) or (
+                os.path.exists(path) and os.path.exists(out) and os.path.samefile(path, out)):
+            raise ExportError(f"{out} is the input {path}: write the export to another file")
 
 
 def check_plain_fairseq_loads(path):
@@ -233,22 +252,29 @@ def export(source, out, data, ct2_dir=None, quantization=None):
             raise ExportError(f"{path}: directory {parent} does not exist")
     if ct2_dir is not None and os.path.exists(ct2_dir):
         raise ExportError(f"{ct2_dir} exists: remove it or choose another directory")
+    check_not_an_input(out, [source])
+    stage(f"loading {source}")
     state = load_plugin_checkpoint(source)
     source_lang, target_lang = language_pair(state["cfg"], data)
     check_dictionaries(data, source_lang, target_lang, state["model"])
+    check_not_an_input(out, [os.path.join(data, f"dict.{lang}.txt")
+                             for lang in (source_lang, target_lang)])
     exported = stock_state(state, stock_cfg(state["cfg"], data, source_lang, target_lang))
 
     out_tmp = ct2_tmp = None
     try:
         fd, out_tmp = tempfile.mkstemp(prefix=os.path.basename(out) + ".",
                                        dir=os.path.dirname(os.path.abspath(out)))
+        stage(f"writing {out}")
         with os.fdopen(fd, "wb") as f:
             torch.save(exported, f)
         _with_umask_permissions(out_tmp, 0o666)
+        stage("checking that fairseq without the plugin loads it")
         check_plain_fairseq_loads(out_tmp)
         if ct2_dir is not None:
             ct2_tmp = tempfile.mkdtemp(prefix=os.path.basename(os.path.abspath(ct2_dir)) + ".",
                                        dir=os.path.dirname(os.path.abspath(ct2_dir)))
+            stage(f"converting to CTranslate2 into {ct2_dir}")
             convert_to_ctranslate2(out_tmp, data, source_lang, target_lang, ct2_tmp,
                                    quantization)
             _with_umask_permissions(ct2_tmp, 0o777)

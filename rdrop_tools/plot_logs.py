@@ -1,6 +1,6 @@
 """Plot fairseq training logs (``--log-format json``) of several runs on the same axes.
 
-  plot_logs.py --run NAME=LOG [--run NAME=LOG ...] --out FIGURE.png
+  rdrop-plot-logs --run NAME=LOG [--run NAME=LOG ...] --out FIGURE.png
 
 LOG is the ``--log-file`` (or captured stdout) of ``fairseq-train --log-format json``. Panels,
 per epoch: training and validation NLL per target token (comparable across criteria: R-Drop's

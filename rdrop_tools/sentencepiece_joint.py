@@ -1,15 +1,17 @@
 """Train one joint sentencepiece model on source and target text, and encode/decode with it.
 
-  sentencepiece_joint.py train --model PREFIX --vocab-size N [--model-type unigram|bpe] FILE...
-  sentencepiece_joint.py encode --model PREFIX.model --input IN --output OUT
-  sentencepiece_joint.py decode --model PREFIX.model --input IN --output OUT
+  rdrop-sentencepiece train --model PREFIX --vocab-size N [--model-type unigram|bpe] FILE...
+  rdrop-sentencepiece encode --model PREFIX.model --input IN --output OUT
+  rdrop-sentencepiece decode --model PREFIX.model --input IN --output OUT
 """
 
 import argparse
 import os
+import sys
 
 import sentencepiece as spm
 
+from .progress import progress
 from .text_files import (
     InputError, atomic_output, check_exists, count_lines, exit_on_input_error, iter_lines,
 )
@@ -32,7 +34,7 @@ def train(args):
             bos_id=-1,
             eos_id=-1,
             unk_surface="<unk>",
-            minloglevel=2,
+            minloglevel=0 if sys.stderr.isatty() else 2,  # its own progress, on a terminal
         )
     except RuntimeError as e:  # e.g. a vocabulary larger than the text allows
         raise InputError(f"sentencepiece cannot train on {' '.join(args.files)}: "
@@ -44,7 +46,7 @@ def convert(args, encode):
     check_exists(args.input)
     processor = spm.SentencePieceProcessor(model_file=args.model)
     with atomic_output(args.output) as (out,):
-        for line in iter_lines(args.input):
+        for line in progress(iter_lines(args.input), os.path.basename(args.input)):
             if encode:
                 out.write(" ".join(processor.encode(line, out_type=str)) + "\n")
             else:

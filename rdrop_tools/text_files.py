@@ -10,6 +10,8 @@ import itertools
 import os
 import sys
 
+from .progress import progress
+
 
 class InputError(Exception):
     """A problem with an input file, reported to the user as one line."""
@@ -46,9 +48,22 @@ def _different_line_counts(paths):
     return InputError(f"parallel files have different line counts ({counts})")
 
 
+def count_fairseq_lines(path):
+    """The number of lines of a UTF-8 file, checked to be the number fairseq reads: a carriage
+    return (CR) inside a line is a line break to fairseq (Python's universal newlines), though
+    not to the perl scripts; a CR before the newline (CRLF) is not."""
+    count = 0
+    for count, line in enumerate(progress(iter_lines(path), os.path.basename(path)), 1):
+        if "\r" in (line[:-1] if line.endswith("\r") else line):
+            raise InputError(f"{path}: line {count} holds a carriage return (CR) that fairseq "
+                             "reads as a line break: remove it (e.g. tr -d '\\r')")
+    return count
+
+
 def check_parallel(*paths):
-    """Check that ``paths`` exist, are UTF-8 and have the same number of lines."""
-    if len({count_lines(path) for path in paths}) > 1:
+    """Check that ``paths`` exist, are UTF-8 and have the same number of lines, as fairseq
+    counts them."""
+    if len({count_fairseq_lines(path) for path in paths}) > 1:
         raise _different_line_counts(paths)
 
 

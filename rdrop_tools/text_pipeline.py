@@ -1,12 +1,12 @@
 """The Moses text pipeline of fairseq's prepare-iwslt14.sh and prepare-wmt14en2de.sh, in Python.
 
-  text_pipeline.py extract --format {tags,xml} [--keep-apostrophes] IN OUT
-  text_pipeline.py tokenize --lang L [--aggressive-dash] [--normalize] [--lowercase] IN OUT
-  text_pipeline.py clean --ratio R --min-len N --max-len M PREFIX L1 L2 OUT_PREFIX
-  text_pipeline.py split --every N PREFIX L1 L2 TRAIN_PREFIX VALID_PREFIX
+  rdrop-text-pipeline extract --format {tags,xml} [--keep-apostrophes] IN OUT
+  rdrop-text-pipeline tokenize --lang L [--aggressive-dash] [--normalize] [--lowercase] IN OUT
+  rdrop-text-pipeline clean --ratio R --min-len N --max-len M PREFIX L1 L2 OUT_PREFIX
+  rdrop-text-pipeline split --every N PREFIX L1 L2 TRAIN_PREFIX VALID_PREFIX
 
 Inputs are read as UTF-8 and split on "\\n" only, like the perl scripts. Outputs appear only when
-complete. Bad input (missing file, invalid UTF-8, parallel files of different lengths) is reported
+complete. On a terminal, each command shows the lines done and the rate. Bad input (missing file, invalid UTF-8, parallel files of different lengths) is reported
 on one line naming the file, with exit status 1.
 """
 
@@ -19,6 +19,7 @@ import regex
 import sacremoses
 
 from .moses import MosesTokenizer
+from .progress import progress
 from .text_files import atomic_output, exit_on_input_error, iter_lines, iter_parallel
 
 
@@ -112,7 +113,7 @@ def split_every(pairs, every):
 # -- command line ----------------------------------------------------------------------------------
 
 def cmd_extract(args):
-    lines = iter_lines(args.input)
+    lines = progress(iter_lines(args.input), f"extract {os.path.basename(args.input)}")
     if args.format == "tags":
         lines = extract_tags(lines)
     else:
@@ -124,7 +125,7 @@ def cmd_extract(args):
 
 def cmd_tokenize(args):
     lines = tokenize_lines(
-        iter_lines(args.input),
+        progress(iter_lines(args.input), f"tokenize {os.path.basename(args.input)}"),
         workers=args.workers,
         lang=args.lang,
         aggressive_dash=args.aggressive_dash,
@@ -137,7 +138,8 @@ def cmd_tokenize(args):
 
 
 def cmd_clean(args):
-    pairs = iter_parallel(f"{args.prefix}.{args.l1}", f"{args.prefix}.{args.l2}")
+    pairs = progress(iter_parallel(f"{args.prefix}.{args.l1}", f"{args.prefix}.{args.l2}"),
+                     f"clean {os.path.basename(args.prefix)}")
     kept = clean_pairs(pairs, args.ratio, args.min_len, args.max_len)
     with atomic_output(f"{args.out_prefix}.{args.l1}", f"{args.out_prefix}.{args.l2}") as outs:
         for src, tgt in kept:
@@ -146,7 +148,8 @@ def cmd_clean(args):
 
 
 def cmd_split(args):
-    pairs = iter_parallel(f"{args.prefix}.{args.l1}", f"{args.prefix}.{args.l2}")
+    pairs = progress(iter_parallel(f"{args.prefix}.{args.l1}", f"{args.prefix}.{args.l2}"),
+                     f"split {os.path.basename(args.prefix)}")
     paths = [f"{prefix}.{lang}" for prefix in (args.train_prefix, args.valid_prefix)
              for lang in (args.l1, args.l2)]
     with atomic_output(*paths) as (train1, train2, valid1, valid2):

@@ -1,6 +1,6 @@
 """Multi-process (multi-GPU, multi-node, or CPU) fairseq training: one fairseq-train per local rank.
 
-  python scripts/train_distributed.py --nproc N [--nodes M --node-rank R
+  rdrop-train-distributed --nproc N [--nodes M --node-rank R
       --master-addr HOST --master-port PORT] -- DATA --user-dir rdrop_fairseq ...
 
 Every process gets ``--distributed-world-size N*M --distributed-rank R*N+i

@@ -43,15 +43,11 @@ def total_wall_s(train_records):
     return total + last
 
 
-def summarize_run(run_dir):
-    """One finished training folder (its json ``train.log`` and the options saved in ``.done``):
-    ``(summary, log)``, the summary holding the figures the experiment reports quote."""
-    log = read_fairseq_log(os.path.join(run_dir, "train.log"))
+def summarize_log(log):
+    """The figures the experiment reports quote from one run's epoch records
+    (``read_fairseq_log``)."""
     best = max(log["valid"], key=lambda r: r["bleu"])
-    with open(os.path.join(run_dir, ".done")) as f:
-        options = f.read().strip()
     return {
-        "options": options,
         "epochs": int(log["train"][-1]["epoch"]),
         "updates": int(log["train"][-1]["num_updates"]),
         "wall_s": total_wall_s(log["train"]),
@@ -59,7 +55,16 @@ def summarize_run(run_dir):
         "best_valid_bleu": best["bleu"],
         "best_epoch": int(best["epoch"]),
         "final_train_kl_loss": log["train"][-1].get("kl_loss"),
-    }, log
+    }
+
+
+def summarize_run(run_dir):
+    """One finished training folder (its json ``train.log`` and the options saved in ``.done``):
+    ``(summary, log)``, the summary being the options and ``summarize_log``'s figures."""
+    log = read_fairseq_log(os.path.join(run_dir, "train.log"))
+    with open(os.path.join(run_dir, ".done")) as f:
+        options = f.read().strip()
+    return {"options": options, **summarize_log(log)}, log
 
 
 PANELS = [

@@ -1,10 +1,10 @@
-"""Translate text with a CTranslate2 model written by export_checkpoint.py --ctranslate2.
+"""Translate text with a CTranslate2 model written by rdrop-export --ctranslate2.
 
-  translate_ctranslate2.py MODEL_DIR --input SRC --output HYP [--spm SPM_MODEL] [--beam 5]
-                           [--device cpu|cuda] [--compute-type default|int8|float32|...]
+  rdrop-translate-ct2 MODEL_DIR --input SRC --output HYP [--spm SPM_MODEL] [--beam 5]
+                      [--device cpu|cuda] [--compute-type default|int8|float32|...]
 
 With ``--spm`` (the data directory's ``spm.model``), each raw line of SRC is encoded into
-subwords, translated and decoded back to text, ready for ``evaluate.py --hyp HYP --ref REF``.
+subwords, translated and decoded back to text, ready for ``rdrop-evaluate --hyp HYP --ref REF``.
 Without it, SRC is already in the model's tokens (split on spaces) and HYP is too. One line of
 HYP per line of SRC; HYP is written only when every line is translated. Decoding stops at 200
 tokens, as fairseq-generate's default does.

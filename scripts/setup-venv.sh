@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
-# Create (or reuse) .venv at the repository root and install the plugin with its pinned stack.
-# Usage: bash scripts/setup-venv.sh   (VENV=path to use another location)
+# Create (or update) .venv at the repository root with the tested stack: the plugin installed
+# editable with its extras, every version fixed by requirements/lock.txt (torch 2.13.0).
+# Usage: bash scripts/setup-venv.sh   (VENV=path: another location; PYTHON=python3.12: another
+# interpreter for a new venv; the lock is for CPython 3.11 and 3.12 on Linux x86_64)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${VENV:-$root/.venv}
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-# torch first and pinned exactly: an unpinned torch resolves to a multi-GB CUDA build.
-"$venv/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[test,plot]"
+if [ ! -x "$venv/bin/python" ]; then
+    python=${PYTHON:-python3}
+    version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    case $version in
+        3.11 | 3.12) ;;
+        *) echo "error: the locked stack needs Python 3.11 or 3.12, $python is $version" \
+                "(set PYTHON=python3.12, for example)" >&2
+           exit 1 ;;
+    esac
+    "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check \
+    -c "$root/requirements/lock.txt" -e "$root[fairseq,test,plot]"
 echo "ready: $venv ($("$venv/bin/python" -c 'import torch, fairseq; print("torch", torch.__version__, "fairseq", fairseq.__version__)' 2>/dev/null))"

@@ -1,8 +1,9 @@
 """Checkpoints load with torch's safe (weights_only) unpickler and an allowlist of what fairseq
 checkpoints hold: ours and older fairseq ones load, resume and generate; a checkpoint whose pickle
 would run code is refused in one line and the code does not run, unless the user opts in with
-RDROP_TRUST_CHECKPOINTS=1; an unreadable file is explained. A 1-layer, 16-dim Transformer trained
-for 2 updates on the synthetic corpus, one CPU thread per process."""
+RDROP_TRUST_CHECKPOINTS=1 (the one switch: RDROP_FAIRSEQ_NO_FIXES does not turn it off); hub
+downloads follow the same policy; an unreadable file is explained. A 1-layer, 16-dim Transformer
+trained for 2 updates on the synthetic corpus, one CPU thread per process."""
 
 import argparse
 import os
@@ -17,13 +18,12 @@ import numpy as np
 import pytest
 import torch
 from fairseq import checkpoint_utils, options
-from fairseq.data import data_utils
 
-import rdrop_fairseq  # noqa: F401  (registers the task and criterion, applies the fixes)
-from support.tiny_model import TINY_TRANSFORMER as TINY
-from support import BIN, USER_DIR, run_cli
-from rdrop_fairseq import fairseq_fixes
+import rdrop_fairseq  # noqa: F401  (registers the task and criterion, installs the safe loader)
+from rdrop_fairseq.checkpoint_loading import load_checkpoint_file
 from rdrop_fairseq.errors import UsageError
+from support import BIN, USER_DIR, run_cli
+from support.tiny_model import TINY_TRANSFORMER as TINY
 
 UPDATES = 2
 
@@ -271,23 +271,73 @@ def test_trusting_checkpoints_loads_such_a_file(checkpoints, tmp_path, monkeypat
     assert state["optimizer_history"][-1]["num_updates"] == UPDATES
 
 
-def test_downloaded_checkpoints_keep_torchs_default(checkpoints, tmp_path, monkeypatch):
-    """load_model_ensemble_and_task_from_hf_hub reads what snapshot_download fetched with torch's
-    own default (weights_only, no allowlist), even with RDROP_TRUST_CHECKPOINTS=1."""
+def test_downloaded_checkpoints_follow_the_same_policy(checkpoints, data_bin, tmp_path,
+                                                        monkeypatch):
+    """load_model_ensemble_and_task_from_hf_hub reads what snapshot_download fetched with the same
+    loader: a plain fairseq checkpoint loads, code is refused in one line, and
+    RDROP_TRUST_CHECKPOINTS=1 is the one opt-in."""
     hub = tmp_path / "hub"
     hub.mkdir()
+    for lang in ("de", "en"):  # a hub model folder holds the dictionaries beside the model
+        (hub / f"dict.{lang}.txt").symlink_to(data_bin / f"dict.{lang}.txt")
     marker = tmp_path / "marker"
-    crafted(full_load(checkpoints["ours"]), hub / "model.pt", marker)
     monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(
         snapshot_download=lambda *args, **kwargs: str(hub)))
-    monkeypatch.setenv("RDROP_TRUST_CHECKPOINTS", "1")
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    monkeypatch.delenv("RDROP_TRUST_CHECKPOINTS", raising=False)
+    (hub / "model.pt").symlink_to(checkpoints["ours"])
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task_from_hf_hub("someone/model")
+    assert type(task).__name__ == "RDropTranslationTask" and len(models) == 1
+    (hub / "model.pt").unlink()
+    crafted(full_load(checkpoints["ours"]), hub / "model.pt", marker)
+    with pytest.raises(UsageError, match="holds builtins.exec, which the safe loader"):
         checkpoint_utils.load_model_ensemble_and_task_from_hf_hub("someone/model")
     assert not marker.exists()
-    (hub / "model.pt").unlink()
-    (hub / "model.pt").symlink_to(checkpoints["ours"])  # a plain fairseq checkpoint: its
-    with pytest.raises(pickle.UnpicklingError, match="argparse.Namespace"):  # Namespace is refused
-        checkpoint_utils.load_model_ensemble_and_task_from_hf_hub("someone/model")
+    monkeypatch.setenv("RDROP_TRUST_CHECKPOINTS", "1")
+    checkpoint_utils.load_model_ensemble_and_task_from_hf_hub("someone/model")
+    assert marker.exists()
+
+
+def test_ema_weights_load_through_the_same_policy(checkpoints, tmp_path, monkeypatch):
+    """load_ema_from_checkpoint (fairseq's EMA weights of a checkpoint) refuses code too."""
+    monkeypatch.delenv("RDROP_TRUST_CHECKPOINTS", raising=False)
+    state = full_load(checkpoints["ours"])
+    ema = dict(state, extra_state=dict(state["extra_state"], ema=dict(state["model"])))
+    torch.save(ema, tmp_path / "ema.pt")
+    loaded = checkpoint_utils.load_ema_from_checkpoint(str(tmp_path / "ema.pt"))
+    assert loaded["model"].keys() == state["model"].keys()
+    marker = tmp_path / "marker"
+    path = crafted(ema, tmp_path / "crafted.pt", marker)
+    with pytest.raises(UsageError, match="holds builtins.exec"):
+        checkpoint_utils.load_ema_from_checkpoint(str(path))
+    assert not marker.exists()
+
+
+def test_turning_the_fixes_off_keeps_safe_loading(checkpoints, tmp_path):
+    """RDROP_FAIRSEQ_NO_FIXES=1 leaves fairseq's bugs alone, not the loader: the crafted file is
+    still refused and its code does not run."""
+    marker = tmp_path / "marker"
+    path = crafted(full_load(checkpoints["ours"]), tmp_path / "crafted.pt", marker)
+    code = ("import rdrop_fairseq, sys\nfrom fairseq import checkpoint_utils\n"
+            "checkpoint_utils.load_checkpoint_to_cpu(sys.argv[1])")
+    env = {k: v for k, v in os.environ.items() if k != "RDROP_TRUST_CHECKPOINTS"}
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                          env=dict(env, RDROP_FAIRSEQ_NO_FIXES="1", OMP_NUM_THREADS="1"),
+                          timeout=600)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].endswith(refused_line(path, "builtins.exec"))
+    assert not marker.exists()
+
+
+def test_the_loader_is_the_public_entry_point_for_tools(checkpoints, tmp_path, monkeypatch):
+    """What rdrop_tools call: one UsageError line for a refused file; map_location is passed on."""
+    monkeypatch.delenv("RDROP_TRUST_CHECKPOINTS", raising=False)
+    state = load_checkpoint_file(str(checkpoints["ours"]), map_location="cpu")
+    assert state["optimizer_history"][-1]["num_updates"] == UPDATES
+    path = crafted(full_load(checkpoints["ours"]), tmp_path / "crafted.pt", tmp_path / "marker")
+    with pytest.raises(UsageError) as error:
+        load_checkpoint_file(str(path), map_location="cpu", weights_only=False)  # the policy decides
+    assert str(error.value) == refused_line(path, "builtins.exec")
+    assert not (tmp_path / "marker").exists()
 
 
 # -- unreadable files ----------------------------------------------------------------------------
@@ -310,50 +360,3 @@ def test_unreadable_checkpoints_say_what_is_wrong(checkpoints, tmp_path):
             checkpoint_utils.load_checkpoint_to_cpu(str(path))
         assert re.fullmatch(rf"(checkpoint )?{re.escape(str(path))} {reason}", str(error.value)), \
             (name, str(error.value))
-
-
-# -- the fixes themselves ------------------------------------------------------------------------
-
-
-def test_each_check_sees_the_bug_in_fairseq_as_installed_and_not_after_the_fix():
-    assert fairseq_fixes._drops_last_batch(data_utils.batch_by_size.__wrapped__)
-    assert not fairseq_fixes._drops_last_batch(data_utils.batch_by_size)
-    from fairseq.file_io import PathManager
-    assert fairseq_fixes._copies_in_place(PathManager)
-    assert not fairseq_fixes._copies_in_place(checkpoint_utils.PathManager)
-    assert fairseq_fixes._bf16_turns_on_tpu()
-    assert fairseq_fixes.apply() == []  # applied once, at import
-
-
-APPLY_TWICE = """
-import logging, sys
-logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")
-import rdrop_fairseq
-from rdrop_fairseq import fairseq_fixes
-from fairseq import checkpoint_utils
-from fairseq.data import data_utils
-import torch
-print("again:", fairseq_fixes.apply())
-print("torch replaced:", checkpoint_utils.torch is not torch)
-print("batch_by_size replaced:", hasattr(data_utils.batch_by_size, "__wrapped__"))
-"""
-
-
-@pytest.mark.parametrize("no_fixes", [False, True])
-def test_fixes_are_logged_once_and_can_be_turned_off(no_fixes):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("RDROP_FAIRSEQ_NO_FIXES", None)
-    if no_fixes:
-        env["RDROP_FAIRSEQ_NO_FIXES"] = "1"
-    proc = subprocess.run([sys.executable, "-c", APPLY_TWICE], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    logged = [line for line in proc.stdout.splitlines()
-              if line.startswith("rdrop_fairseq.fairseq_fixes fixes to fairseq")]
-    assert "again: []" in proc.stdout
-    assert f"torch replaced: {not no_fixes}" in proc.stdout
-    assert f"batch_by_size replaced: {not no_fixes}" in proc.stdout
-    if no_fixes:
-        assert logged == []
-    else:
-        assert len(logged) == 1 and "safe checkpoint loading" in logged[0], proc.stdout

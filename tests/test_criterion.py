@@ -1,7 +1,7 @@
-"""The R-Drop criterion against an independent from-scratch computation, and against stock
-label_smoothed_cross_entropy where the two must agree exactly. The known-output tests run on both
-loss paths: a fairseq model with the default output layer (the fused loss from the logits) and a
-model with its own ``get_normalized_probs`` (the generic path from the log-probabilities)."""
+"""The R-Drop criterion against the float64 reference of support/loss_reference.py, and against
+stock label_smoothed_cross_entropy where the two must agree exactly. The known-output tests run
+on both loss paths: a fairseq model with the default output layer (the loss from the logits) and
+a model with its own ``get_normalized_probs`` (the loss from the log-probabilities)."""
 
 import copy
 import math
@@ -18,6 +18,7 @@ from fairseq.models import FairseqDecoder, FairseqEncoder, FairseqEncoderDecoder
 from rdrop_fairseq.criterion import LabelSmoothedCrossEntropyRDropCriterion as RDrop
 from rdrop_fairseq.criterion import outputs_log_softmax_of_logits
 
+from support.loss_reference import criterion_reference
 from support.tiny_model import build, random_sample
 
 EPS = 0.1
@@ -65,7 +66,7 @@ class _KnownOutputDecoder(FairseqDecoder):
 
 class KnownOutputFairseqModel(FairseqEncoderDecoderModel):
     """KnownOutputModel as a fairseq model with the default output layer (log-softmax of the
-    logits), which the criterion computes with the fused loss."""
+    logits), whose loss the criterion computes from the logits."""
 
     def __init__(self, dictionary, logits):
         super().__init__(_NoEncoder(dictionary), _KnownOutputDecoder(dictionary, logits))
@@ -80,12 +81,12 @@ class KnownOutputFairseqModel(FairseqEncoderDecoderModel):
 
 
 def make_model(kind, dictionary, logits):
-    if kind == "fused":
+    if kind == "logits":
         return KnownOutputFairseqModel(dictionary, logits)
     return KnownOutputModel(logits)
 
 
-@pytest.fixture(params=["fused", "generic"])
+@pytest.fixture(params=["logits", "log_probs"])
 def kind(request):
     return request.param
 
@@ -96,39 +97,14 @@ def make_criterion(alpha=5.0, prefix=0, sentence_avg=False, report_accuracy=Fals
                  rdrop_loss=loss)
 
 
-def reference(logits, target, pad, alpha, prefix=0):
-    """Loop over tokens in float64: smoothed-target cross-entropy on both copies, NLL, and
-    ½[KL(P1‖P2)+KL(P2‖P1)] with KL(p‖q) = Σ p log(p/q)."""
-    bsz, tgt_len = target.shape
-    vocab = logits.size(-1)
-    probs = F.softmax(logits.double(), dim=-1)
-    ls = nll = kl = 0.0
-    ntokens = 0
-    for b in range(bsz):
-        for t in range(prefix, tgt_len):
-            y = int(target[b, t])
-            if y == pad:
-                continue
-            ntokens += 1
-            rows = [probs[b, t], probs[bsz + b, t]]
-            for p in rows:
-                smoothed = torch.full((vocab,), EPS / (vocab - 1), dtype=torch.float64)
-                smoothed[y] = 1 - EPS
-                ls += float(-(smoothed * p.log()).sum())
-                nll += float(-p[y].log())
-            p, q = rows
-            kl += 0.5 * float((p * (p / q).log()).sum() + (q * (q / p).log()).sum())
-    return {"loss": ls + alpha * kl, "nll": nll, "kl": kl, "ntokens": ntokens}
-
-
-def known_setup(kind="generic", bsz=3, tgt_len=6, vocab=11, seed=0):
+def known_setup(kind="log_probs", bsz=3, tgt_len=6, vocab=11, seed=0):
     d = Dictionary()
     for i in range(vocab - len(d)):
         d.add_symbol(f"w{i}")
     sample = random_sample(d, bsz=bsz, tgt_len=tgt_len, seed=seed)
     logits = torch.randn(2 * bsz, tgt_len, len(d), generator=torch.Generator().manual_seed(seed))
     model = make_model(kind, d, logits)
-    assert outputs_log_softmax_of_logits(model) == (kind == "fused")
+    assert outputs_log_softmax_of_logits(model) == (kind == "logits")
     return d, sample, model
 
 
@@ -144,19 +120,20 @@ def test_loss_sample_size_and_metrics_match_from_scratch(prefix, kind):
     crit = make_criterion(alpha=5.0, prefix=prefix)
     model.train()
     loss, sample_size, log = crit(model, sample)
-    ref = reference(model.logits.detach(), sample["target"], d.pad(), 5.0, prefix)
+    ref_loss, ref_nll, ref_kl = (x.item() for x in criterion_reference(
+        model.logits.detach(), sample["target"], d.pad(), EPS, 5.0, prefix=prefix))
 
     assert model.batch_sizes == [2 * sample["nsentences"]]
     assert sample_size == sample["ntokens"]  # ONE copy's target tokens
-    assert loss.item() == pytest.approx(ref["loss"], rel=1e-5)
-    assert log["kl_loss"].item() == pytest.approx(ref["kl"], rel=1e-5)
+    assert loss.item() == pytest.approx(ref_loss, rel=1e-5)
+    assert log["kl_loss"].item() == pytest.approx(ref_kl, rel=1e-5)
     values = reduced([log])
     ln2 = math.log(2)
-    assert values["loss"] == pytest.approx(ref["loss"] / sample_size / ln2, abs=1e-3)
+    assert values["loss"] == pytest.approx(ref_loss / sample_size / ln2, abs=1e-3)
     # nll_loss and kl_loss per target token of one copy, comparable to validation figures
     # (divided by the sample's ntokens even with --ignore-prefix-size, as the stock criterion does)
-    assert values["nll_loss"] == pytest.approx(ref["nll"] / 2 / sample["ntokens"] / ln2, abs=1e-3)
-    assert values["kl_loss"] == pytest.approx(ref["kl"] / sample["ntokens"] / ln2, abs=1e-3)
+    assert values["nll_loss"] == pytest.approx(ref_nll / 2 / sample["ntokens"] / ln2, abs=1e-3)
+    assert values["kl_loss"] == pytest.approx(ref_kl / sample["ntokens"] / ln2, abs=1e-3)
 
 
 def test_gradient_matches_from_scratch_autograd(kind):
@@ -166,16 +143,7 @@ def test_gradient_matches_from_scratch_autograd(kind):
     loss, _, _ = crit(model, sample)
     loss.backward()
     logits = model.logits.detach().double().requires_grad_()
-    target, pad, bsz = sample["target"], d.pad(), sample["nsentences"]
-    lp = F.log_softmax(logits, -1)
-    mask = target.ne(pad)
-    vocab = logits.size(-1)
-    smoothed = torch.full((bsz, target.size(1), vocab), EPS / (vocab - 1), dtype=torch.float64)
-    smoothed.scatter_(-1, target.unsqueeze(-1), 1 - EPS)
-    ls = sum(-(smoothed * lp[c * bsz : (c + 1) * bsz]).sum(-1)[mask].sum() for c in (0, 1))
-    p, q = lp[:bsz].exp(), lp[bsz:].exp()
-    kl = 0.5 * ((p - q) * (lp[:bsz] - lp[bsz:])).sum(-1)[mask].sum()
-    (ls + 3.0 * kl).backward()
+    criterion_reference(logits, sample["target"], d.pad(), EPS, 3.0)[0].backward()
     torch.testing.assert_close(model.logits.grad.double(), logits.grad, rtol=1e-5, atol=1e-6)
 
 
@@ -285,7 +253,7 @@ def test_alpha_zero_trains_bit_for_bit_like_stock(tmp_path):
 
 def test_rdrop_task_with_real_transformer_trains_on_two_copies(tmp_path):
     _, task, model, crit = build(tmp_path, extra=["--rdrop-alpha", "5"])
-    assert outputs_log_softmax_of_logits(model)  # fairseq's Transformer takes the fused path
+    assert outputs_log_softmax_of_logits(model)  # fairseq's Transformer: the loss from logits
     sample = random_sample(task.target_dictionary, bsz=4, tgt_len=7, src_len=6)
     optimizer = SimpleNamespace(backward=lambda loss: loss.backward())
     loss, size, log = task.train_step(sample, model, crit, optimizer, update_num=0)
@@ -294,18 +262,13 @@ def test_rdrop_task_with_real_transformer_trains_on_two_copies(tmp_path):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-def test_negative_alpha_is_rejected():
-    with pytest.raises(ValueError, match="--rdrop-alpha"):
-        make_criterion(alpha=-1.0)
-
-
 def test_rdrop_task_rejects_a_foreign_criterion(tmp_path):
     with pytest.raises(ValueError, match="label_smoothed_cross_entropy_rdrop"):
         build(tmp_path, criterion="label_smoothed_cross_entropy")
 
 
 @pytest.mark.parametrize("loss", ["rdrop", "simcut"])
-def test_fused_and_generic_paths_agree_on_a_real_transformer(tmp_path, monkeypatch, loss):
+def test_logits_and_log_probs_paths_agree_on_a_real_transformer(tmp_path, monkeypatch, loss):
     _, task, model, crit = build(
         tmp_path, extra=["--ignore-prefix-size", "1", "--report-accuracy", "--rdrop-loss", loss]
     )
@@ -313,14 +276,14 @@ def test_fused_and_generic_paths_agree_on_a_real_transformer(tmp_path, monkeypat
     sample = random_sample(task.target_dictionary, bsz=4, tgt_len=7, src_len=6)
     model.train()
     results = {}
-    for fused in (True, False):
+    for from_logits in (True, False):
         monkeypatch.setattr("rdrop_fairseq.criterion.outputs_log_softmax_of_logits",
-                            lambda model, fused=fused: fused)
+                            lambda model, from_logits=from_logits: from_logits)
         torch.manual_seed(0)  # the same dropout masks
         model.zero_grad()
         loss, size, log = crit(model, sample)
         loss.backward()
-        results[fused] = (loss, size, log, [p.grad.clone() for p in model.parameters()])
+        results[from_logits] = (loss, size, log, [p.grad.clone() for p in model.parameters()])
     (loss, size, log, grads), (g_loss, g_size, g_log, g_grads) = results[True], results[False]
     torch.testing.assert_close(loss, g_loss)
     assert size == g_size and log.keys() == g_log.keys()
@@ -330,7 +293,7 @@ def test_fused_and_generic_paths_agree_on_a_real_transformer(tmp_path, monkeypat
         torch.testing.assert_close(grad, g_grad, rtol=1e-4, atol=1e-6)
 
 
-def test_adaptive_softmax_or_custom_output_layers_take_the_generic_path(tmp_path):
+def test_adaptive_softmax_or_custom_output_layers_take_the_log_probs_path(tmp_path):
     _, _, model, _ = build(tmp_path)
     assert outputs_log_softmax_of_logits(model)
     model.decoder.adaptive_softmax = torch.nn.Identity()

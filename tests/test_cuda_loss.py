@@ -1,9 +1,10 @@
 """The Triton R-Drop kernels compiled and run on a CUDA GPU, against the float64 reference of
 loss_reference.py computed on the same GPU: values and gradients of both copies and pad pairs for
 fp32/fp16/bf16 logits × ε × α, and SimCut's loss, at an odd vocabulary (10 007) and at a realistic
-size (4096 pairs × 40 000, fp16); fp16 at a loss scale of 2¹⁵; the PyTorch path on the same GPU; tokens masked to
-−inf; a training step of a real Transformer on the GPU against the same step on the CPU, with no
-more host syncs than the stock criterion. Skipped without CUDA or Triton.
+size (4096 pairs × 40 000, fp16); fp16 at a loss scale of 2¹⁵; the PyTorch path on the same GPU;
+neither path waiting for the device; tokens masked to −inf; a training step of a real
+Transformer on the GPU against the same step on the CPU, with no more host syncs than the stock
+criterion. Skipped without CUDA or Triton.
 
 Without a GPU, conftest.py sets TRITON_INTERPRET=1 for the whole session (test_triton_loss.py
 runs the kernels interpreted); with one, the kernels are compiled and this file tests them.
@@ -30,14 +31,14 @@ from triton.runtime.jit import JITFunction  # noqa: E402
 
 from support.tiny_model import build, random_sample  # noqa: E402
 from support.loss_reference import (  # noqa: E402
-    HostSyncs,
     FP32_ROUNDING,
-    check_kernel_against_reference,
+    HostSyncs,
     assert_gradient_close,
+    check_against_reference,
     gradient_term_sizes,
     reference,
 )
-from rdrop_fairseq.fused_loss import rdrop_loss  # noqa: E402
+from rdrop_fairseq.loss import training_loss  # noqa: E402
 
 DEVICE = os.environ.get("RDROP_TEST_DEVICE", "cuda")
 ON_CPU = DEVICE == "cpu"
@@ -91,10 +92,8 @@ def grad_output(value):
     return torch.tensor(value, device=DEVICE)
 
 
-def check_against_reference(logits, target, keep, epsilon, alpha, simcut=False):
-    check_kernel_against_reference(
-        logits, target, keep, epsilon, alpha, GPU_FP32_ROUNDING, simcut=simcut
-    )
+def check_on_the_gpu(logits, target, keep, epsilon, alpha, mode="rdrop"):
+    check_against_reference(logits, target, keep, epsilon, alpha, GPU_FP32_ROUNDING, mode)
 
 
 def test_cuda_kernels_are_compiled_not_interpreted():
@@ -111,23 +110,23 @@ def test_cuda_kernels_are_compiled_not_interpreted():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("epsilon,alpha", [(0.0, 0.0), (0.0, 5.0), (0.1, 0.0), (0.1, 5.0)])
 def test_cuda_values_and_gradients_match_float64_reference(dtype, epsilon, alpha):
-    check_against_reference(*setup(dtype), epsilon, alpha)
+    check_on_the_gpu(*setup(dtype), epsilon, alpha)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_simcut_values_and_gradients_match_float64_reference(dtype):
-    check_against_reference(*setup(dtype), 0.1, 3.0, simcut=True)
+    check_on_the_gpu(*setup(dtype), 0.1, 3.0, mode="simcut")
 
 
 def test_cuda_fp16_values_and_gradients_match_float64_reference_at_realistic_size():
-    check_against_reference(*setup(torch.float16, pairs=4096, vocab=40_000), 0.1, 5.0)
+    check_on_the_gpu(*setup(torch.float16, pairs=4096, vocab=40_000), 0.1, 5.0)
 
 
 @pytest.mark.parametrize("epsilon", [0.0, 0.1])
 def test_cuda_fp16_at_loss_scale_2_15_overflows_exactly_where_fp32_exceeds_fp16(epsilon):
     """Also: gradients too small for fp16 unless scaled first survive (ε = 0 leaves them)."""
     logits, target, keep = setup(torch.float16, seed=1, scale=8.0)  # peaked: gradients near ±2
-    loss, _, _ = rdrop_loss(logits, target, keep, epsilon, 5.0, backend="triton")
+    loss, _, _ = training_loss(logits, target, keep, epsilon, 5.0, backend="triton")
     loss.backward(grad_output(2.0**15))
     _, _, _, ref_grad = reference(logits, target, keep, epsilon, 5.0, 2.0**15)
     sizes = gradient_term_sizes(logits, target, keep, epsilon, 5.0, 2.0**15)
@@ -142,7 +141,7 @@ def test_cuda_triton_and_pytorch_paths_agree(dtype):
     results = {}
     for backend in ("triton", "torch"):
         logits.grad = None
-        values = rdrop_loss(logits, target, keep, 0.1, 5.0, backend=backend)
+        values = training_loss(logits, target, keep, 0.1, 5.0, backend=backend)
         values[0].backward(grad_output(1.7))
         results[backend] = values, logits.grad
     (triton_values, triton_grad), (torch_values, torch_grad) = results.values()
@@ -153,6 +152,20 @@ def test_cuda_triton_and_pytorch_paths_agree(dtype):
     sizes = gradient_term_sizes(logits, target, keep, 0.1, 5.0, 1.7)
     assert_gradient_close(triton_grad, torch_grad.double(), sizes, 2 * GPU_FP32_ROUNDING)
     assert triton_grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_cuda_loss_waits_for_nothing(backend):
+    """Forward and backward on the device read nothing back to the host, on either path."""
+    if ON_CPU and backend == "torch":
+        pytest.skip("on the CPU the PyTorch path selects rows (test_torch_loss.py checks its "
+                    "device mode on the CPU)")
+    logits, target, keep = setup(torch.float16, seed=5)
+    with HostSyncs() as syncs:
+        loss, _, _ = training_loss(logits, target, keep, 0.1, 5.0, backend=backend)
+        loss.backward(grad_output(2.0**10))
+    assert syncs.seen == []
+    assert logits.grad.isfinite().all() and logits.grad.abs().max() > 0
 
 
 def test_cuda_tokens_masked_to_minus_inf_in_both_copies_add_nothing():
@@ -166,7 +179,7 @@ def test_cuda_tokens_masked_to_minus_inf_in_both_copies_add_nothing():
     mask = torch.cat([masked_tokens, masked_tokens]).to(DEVICE)
     masked = logits.detach().masked_fill(mask, float("-inf")).requires_grad_()
     target = target.to(DEVICE)
-    loss, nll, kl = rdrop_loss(masked, target, keep, 0.0, 5.0, backend="triton")  # ε=0: finite
+    loss, nll, kl = training_loss(masked, target, keep, 0.0, 5.0, backend="triton")  # ε=0: finite
     loss.backward(grad_output(1.7))
     ref_loss, ref_nll, ref_kl, ref_grad = reference(masked, target, keep, 0.0, 5.0, 1.7)
 
@@ -216,8 +229,8 @@ def test_cuda_training_step_matches_the_cpu_and_waits_no_more_than_the_stock_cri
         return log, {name: p.grad for name, p in model.named_parameters()}, syncs.seen
 
     cpu_log, cpu_grads, _ = step(ours, model, sample)  # on the CPU: the PyTorch path
-    monkeypatch.setattr("rdrop_fairseq.criterion.rdrop_loss",
-                        functools.partial(rdrop_loss, backend="triton"))
+    monkeypatch.setattr("rdrop_fairseq.criterion.training_loss",
+                        functools.partial(training_loss, backend="triton"))
     log, grads, syncs = step(ours, device_model, device_sample)
     _, _, stock_syncs = step(stock, device_model, device_sample)
 

@@ -1,8 +1,6 @@
 """Token cutoff of the second copy (R-Drop + Cutoff) and SimCut's loss, against SimCut's own
-embedding code re-implemented here and a from-scratch float64 loss, with a fixed cut mask."""
+embedding code re-implemented here and the float64 loss reference, with a fixed cut mask."""
 
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -12,8 +10,9 @@ from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEn
 import rdrop_fairseq.cutoff as cutoff
 from rdrop_fairseq.sample import duplicate_sample
 
-from support import ROOT
-from support.tiny_model import build, random_sample
+from support import BIN, USER_DIR, run_cli
+from support.loss_reference import criterion_reference
+from support.tiny_model import build, random_sample, train_args
 
 EPS = 0.1
 
@@ -130,30 +129,6 @@ def test_embeddings_equal_simcut_and_the_clean_copy_is_untouched(transformer, mo
     assert torch.equal(model(**sample["net_input"])[0], clean_out)
 
 
-def reference_loss(logits, target, pad, alpha, mode):
-    """Float64 from scratch: smoothed-target cross-entropy (fairseq's ε/(V−1) off-target mass)
-    of copy 1 (simcut) or both copies (rdrop), plus α·KL(P₁‖P₂) or α·½[KL(P₁‖P₂)+KL(P₂‖P₁)]."""
-    bsz = target.size(0)
-    logp = logits.double().log_softmax(-1)
-    vocab = logits.size(-1)
-    loss = nll = kl = 0.0
-    for b in range(bsz):
-        for t in range(target.size(1)):
-            y = int(target[b, t])
-            if y == pad:
-                continue
-            copies = [logp[b, t], logp[bsz + b, t]]
-            for lp in copies[: 1 if mode == "simcut" else 2]:
-                smoothed = torch.full((vocab,), EPS / (vocab - 1), dtype=torch.float64)
-                smoothed[y] = 1 - EPS
-                loss -= (smoothed * lp).sum()
-                nll -= lp[y]
-            l1, l2 = copies
-            forward = (l1.exp() * (l1 - l2)).sum()
-            kl += forward if mode == "simcut" else 0.5 * (forward + (l2.exp() * (l2 - l1)).sum())
-    return loss + alpha * kl, nll, kl
-
-
 @pytest.mark.parametrize("mode,alpha", [("rdrop", 5.0), ("simcut", 3.0)])
 def test_loss_and_gradient_match_float64_with_a_fixed_cut_mask(tmp_path, monkeypatch, mode, alpha):
     _, task, model, crit = build(tmp_path, extra=[
@@ -172,7 +147,8 @@ def test_loss_and_gradient_match_float64_with_a_fixed_cut_mask(tmp_path, monkeyp
     logits.retain_grad()
     loss.backward()
     leaf = logits.detach().double().requires_grad_(True)
-    ref_loss, ref_nll, ref_kl = reference_loss(leaf, sample["target"], d.pad(), alpha, mode)
+    ref_loss, ref_nll, ref_kl = criterion_reference(leaf, sample["target"], d.pad(), EPS, alpha,
+                                                    mode)
     ref_loss.backward()
     torch.testing.assert_close(loss.double(), ref_loss.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(log["kl_loss"].double(), ref_kl.detach(), rtol=1e-5, atol=1e-5)
@@ -232,15 +208,11 @@ def test_cutoff_needs_alpha(tmp_path):
         build(tmp_path, extra=["--rdrop-alpha", "0", "--rdrop-cutoff", "0.1"])
 
 
+@pytest.mark.slow
 def test_bad_cutoff_on_the_command_line_is_one_error_line(tmp_path):
-    """The criterion is built in a fresh interpreter, exactly as fairseq-train builds it."""
-    code = (
-        "import sys; sys.path.insert(0, 'tests'); from pathlib import Path;"
-        "from support.tiny_model import build;"
-        "build(Path(sys.argv[1]), extra=['--rdrop-cutoff', '1.0'])"
-    )
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                          text=True, cwd=str(ROOT), timeout=300)
+    proc = run_cli(BIN / "fairseq-train", *train_args(tmp_path, extra=[
+        "--user-dir", USER_DIR, "--rdrop-cutoff", "1.0", "--save-dir", tmp_path / "checkpoints",
+        "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "100"]), check=False, timeout=300)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: --rdrop-cutoff must be a probability in [0, 1), got 1.0")

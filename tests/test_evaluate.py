@@ -1,21 +1,19 @@
-"""scripts/evaluate.py against the sacrebleu and fairseq-score command lines."""
+"""rdrop-evaluate against the sacrebleu and fairseq-score command lines."""
 
 import json
 import random
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-from support import ROOT, run_cli
-
-SCRIPT = ROOT / "scripts" / "evaluate.py"
+from rdrop_tools import evaluate as evaluate_tool
+from support import BIN, run_cli
 
 
 def evaluate(*args):
-    return run_cli(sys.executable, SCRIPT, *args, check=False)
+    return run_cli(BIN / "rdrop-evaluate", *args, check=False)
 
 
 def evaluate_json(*args):
@@ -157,3 +155,21 @@ def test_errors(plain, tmp_path):
         1, f"error: {plain / 'ref'}: no H- lines: not a fairseq-generate log")
 
     assert evaluate("--hyp", plain / "hyp").returncode == 2  # usage error: --ref missing
+
+
+def test_empty_hypotheses_and_references_are_one_error_line(tmp_path):
+    for name in ("hyp", "ref"):
+        (tmp_path / name).write_text("", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_tool.main(["--hyp", str(tmp_path / "hyp"), "--ref", str(tmp_path / "ref")])
+    assert exit_info.value.code == (
+        f"error: {tmp_path / 'hyp'} and {tmp_path / 'ref'}: no sentences to score")
+
+
+@pytest.mark.slow
+def test_empty_input_on_the_command_line(tmp_path):
+    for name in ("hyp", "ref"):
+        (tmp_path / name).write_text("", encoding="utf-8")
+    result = evaluate("--hyp", tmp_path / "hyp", "--ref", tmp_path / "ref", "--json")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "", f"error: {tmp_path / 'hyp'} and {tmp_path / 'ref'}: no sentences to score\n")

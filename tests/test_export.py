@@ -1,8 +1,7 @@
-"""scripts/export_checkpoint.py: a model trained with the plugin, exported for fairseq without the
+"""rdrop-export: a model trained with the plugin, exported for fairseq without the
 plugin (no --user-dir, torch's safe unpickler) and for CTranslate2, translates as the original."""
 
 import dataclasses
-import importlib.util
 import os
 import sys
 
@@ -10,10 +9,11 @@ import pytest
 import sacrebleu
 import torch
 
+from rdrop_tools import export_checkpoint
 from support import corpus as synthetic_corpus
-from support import BIN, ROOT, USER_DIR, run_cli
+from support import BIN, USER_DIR, run_cli
 
-SCRIPT = ROOT / "scripts" / "export_checkpoint.py"
+EXPORT = BIN / "rdrop-export"
 TEST_SENTENCES = 200
 GENERATE = ["--gen-subset", "test", "--beam", "5", "--batch-size", "50",
             "--required-batch-size-multiple", "1", "--cpu"]
@@ -33,13 +33,6 @@ print(type(task).__name__, cfg.task._name, cfg.criterion._name, len(task.source_
 
 def plain_fairseq(module, *args):
     return run_cli(sys.executable, "-c", PLAIN_FAIRSEQ, module, *args)
-
-
-def export_module():
-    spec = importlib.util.spec_from_file_location("export_checkpoint", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +76,7 @@ def trained(corpus, tmp_path_factory):
 def exported(trained, corpus, tmp_path_factory):
     """The export, run as users run it, with a float32 CTranslate2 model."""
     out = tmp_path_factory.mktemp("export")
-    result = run_cli(sys.executable, SCRIPT, trained, out / "model.pt", "--data", corpus.bin,
+    result = run_cli(EXPORT, trained, out / "model.pt", "--data", corpus.bin,
                      "--ctranslate2", out / "ct2")
     assert sorted(os.listdir(out)) == ["ct2", "model.pt"]  # no temporary files left
     return out / "model.pt", out / "ct2", result
@@ -176,9 +169,9 @@ def test_plain_fairseq_interactive_and_load_model_ensemble(exported, corpus, tes
 
 
 def ctranslate2_translations(model_dir, sources, tmp_path, env=None):
-    """scripts/translate_ctranslate2.py on tokenized ``sources``: one thread, beam 5."""
+    """rdrop-translate-ct2 on tokenized ``sources``: one thread, beam 5."""
     (tmp_path / "sources.txt").write_text("\n".join(sources) + "\n", encoding="utf-8")
-    run_cli(sys.executable, ROOT / "scripts" / "translate_ctranslate2.py", model_dir,
+    run_cli(BIN / "rdrop-translate-ct2", model_dir,
             "--input", tmp_path / "sources.txt", "--output", tmp_path / "ct2.txt",
             "--threads", "1", "--batch-size", "50", env=env)
     return (tmp_path / "ct2.txt").read_text(encoding="utf-8").splitlines()
@@ -196,7 +189,7 @@ def test_ctranslate2_float32_agrees_with_fairseq(exported, test_set, fairseq_tra
 def test_ctranslate2_int8_bleu_within_half_a_point_of_fairseq(trained, exported, corpus, test_set,
                                                              fairseq_translations, tmp_path):
     _, sources, references = test_set
-    export_module().main([str(trained), str(tmp_path / "model.pt"), "--data", str(corpus.bin),
+    export_checkpoint.main([str(trained), str(tmp_path / "model.pt"), "--data", str(corpus.bin),
                           "--ctranslate2", str(tmp_path / "int8"), "--quantization", "int8"])
     weights = [os.path.getsize(d / "model.bin") for d in (exported[1], tmp_path / "int8")]
     assert weights[1] < 0.75 * weights[0]  # int8 matrices (the position table stays float)
@@ -215,14 +208,14 @@ def test_ctranslate2_int8_bleu_within_half_a_point_of_fairseq(trained, exported,
 
 def run_export(*args):
     with pytest.raises(SystemExit) as exit_info:
-        export_module().main([str(a) for a in args])
+        export_checkpoint.main([str(a) for a in args])
     message = str(exit_info.value.code)
     assert message.startswith("error: ") and "\n" not in message, message
     return message
 
 
 def test_a_missing_checkpoint_is_one_error_line(corpus, tmp_path):
-    result = run_cli(sys.executable, SCRIPT, tmp_path / "missing.pt", tmp_path / "out.pt",
+    result = run_cli(EXPORT, tmp_path / "missing.pt", tmp_path / "out.pt",
                      "--data", corpus.bin, check=False)
     assert result.returncode != 0
     assert result.stderr.splitlines() == [f"error: {tmp_path / 'missing.pt'} does not exist"]
@@ -271,7 +264,7 @@ def test_an_existing_ctranslate2_directory_is_left_alone(trained, corpus, tmp_pa
 
 
 def test_a_failed_conversion_leaves_nothing(trained, corpus, tmp_path, monkeypatch):
-    module = export_module()
+    module = export_checkpoint
 
     def fail(checkpoint, *args):
         assert os.path.isfile(checkpoint)  # the checkpoint was written, then the conversion fails
@@ -287,10 +280,55 @@ def test_a_failed_conversion_leaves_nothing(trained, corpus, tmp_path, monkeypat
 
 def test_translating_with_a_missing_ctranslate2_model_is_one_error_line(tmp_path):
     (tmp_path / "src.txt").write_text("a b\n", encoding="utf-8")
-    proc = run_cli(sys.executable, ROOT / "scripts" / "translate_ctranslate2.py",
+    proc = run_cli(BIN / "rdrop-translate-ct2",
                    tmp_path / "no-model", "--input", tmp_path / "src.txt",
                    "--output", tmp_path / "hyp.txt", check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0
     assert proc.stderr.startswith(f"error: {tmp_path / 'no-model'}: cannot load a CTranslate2")
     assert not (tmp_path / "hyp.txt").exists()
+
+
+@pytest.mark.parametrize("name", ["same", "symlink", "hardlink"])
+def test_never_overwrites_its_input(trained, corpus, tmp_path, name):
+    source = tmp_path / "checkpoint_last.pt"
+    source.write_bytes(trained.read_bytes())
+    output = {"same": source, "symlink": tmp_path / "link.pt", "hardlink": tmp_path / "hard.pt"}[name]
+    if name == "symlink":
+        output.symlink_to(source)
+    if name == "hardlink":
+        os.link(source, output)
+    message = run_export(source, output, "--data", corpus.bin)
+    assert message == f"error: {output} is the input {source}: write the export to another file"
+    assert source.read_bytes() == trained.read_bytes()
+
+
+def test_never_overwrites_the_dictionary(trained, corpus, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("dict.de.txt", "dict.en.txt"):
+        (data / name).write_bytes((corpus.bin / name).read_bytes())
+    message = run_export(trained, data / "dict.en.txt", "--data", data)
+    assert message == (f"error: {data / 'dict.en.txt'} is the input {data / 'dict.en.txt'}: "
+                       "write the export to another file")
+    assert (data / "dict.en.txt").read_bytes() == (corpus.bin / "dict.en.txt").read_bytes()
+
+
+class RunsCode:
+    """Unpickling this creates the file ``path``: a stand-in for code hidden in a checkpoint."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_checkpoint_carrying_code_runs_nothing(trained, corpus, tmp_path):
+    state = torch.load(trained, weights_only=False)
+    state["extra_state"]["payload"] = RunsCode(tmp_path / "ran")
+    torch.save(state, tmp_path / "in.pt")
+    message = run_export(tmp_path / "in.pt", tmp_path / "out.pt", "--data", corpus.bin)
+    assert message.startswith(f"error: checkpoint {tmp_path / 'in.pt'} holds io.open, which "
+                              "the safe loader does not allow")
+    assert os.listdir(tmp_path) == ["in.pt"]

@@ -1,5 +1,6 @@
-"""prepare-iwslt14.sh and prepare-wmt14en2de.sh: prepare -> binarize, on the synthetic corpus
-(laid out as the downloads are) and on the real IWSLT14 and WMT14 test sets."""
+"""prepare-iwslt14.sh and prepare-wmt14en2de.sh (which call the installed rdrop-* commands beside
+PYTHON): prepare -> binarize, on the synthetic corpus (laid out as the downloads are) and on the
+real IWSLT14 and WMT14 test sets."""
 
 import sys
 from pathlib import Path
@@ -135,6 +136,7 @@ def test_prepare_wmt14_partial_data(wmt_orig, corpus, tmp_path):
     assert 0 < len(lines(out / "train.en")) <= 1000
 
 
+@pytest.mark.slow
 def test_prepare_wmt14_real_newstest2014(tmp_path):
     """The official newstest2014 SGML and the real partial train data."""
     shared("wmt14-en-de")

@@ -1,21 +1,16 @@
-"""scripts/text_pipeline.py: conformance with fairseq's perl pipeline, the filters, bad input."""
-
-import sys
+"""rdrop-text-pipeline: conformance with fairseq's perl pipeline, the filters, bad input."""
 
 import pytest
 
-from support import ROOT, run_cli, shared
+from rdrop_tools import text_pipeline
 from rdrop_tools.text_files import read_lines
+from support import BIN, run_cli, shared
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import text_pipeline  # noqa: E402
-
-SCRIPT = ROOT / "scripts" / "text_pipeline.py"
 TEST_SETS = ["IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010", "IWSLT14.TED.tst2011"]
 
 
 def run(*args):
-    return run_cli(sys.executable, SCRIPT, *args, check=False)
+    return run_cli(BIN / "rdrop-text-pipeline", *args, check=False)
 
 
 @pytest.mark.parametrize("lang", ["de", "en"])
@@ -73,6 +68,7 @@ def test_clean_and_split():
     assert [i + 1 for i, flag in enumerate(flags) if flag] == [23, 46]
 
 
+@pytest.mark.slow
 def test_cli_clean_split(tmp_path):
     (tmp_path / "c.de").write_text("".join(f"w{i} x\n" for i in range(46)) + "a\n", encoding="utf-8")
     (tmp_path / "c.en").write_text("".join(f"v{i} y\n" for i in range(46)) + "a b c\n", encoding="utf-8")
@@ -85,6 +81,7 @@ def test_cli_clean_split(tmp_path):
     assert len((tmp_path / "train.en").read_text().splitlines()) == 44
 
 
+@pytest.mark.slow
 def test_parallel_workers_keep_order(tmp_path):
     lines = [f"Line {i}: it's the U.S. (number {i})." for i in range(3000)]
     (tmp_path / "in").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -93,6 +90,7 @@ def test_parallel_workers_keep_order(tmp_path):
     assert (tmp_path / "out").read_text(encoding="utf-8").splitlines() == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_invalid_utf8_names_file_and_line(tmp_path, workers):
     bad = tmp_path / "bad.en"
@@ -103,6 +101,7 @@ def test_invalid_utf8_names_file_and_line(tmp_path, workers):
     assert list(tmp_path.iterdir()) == [bad]
 
 
+@pytest.mark.slow
 def test_missing_file(tmp_path):
     result = run("extract", "--format", "xml", tmp_path / "nope.xml", tmp_path / "out")
     assert result.returncode == 1
@@ -110,6 +109,7 @@ def test_missing_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_mismatched_line_counts(tmp_path):
     (tmp_path / "c.de").write_text("a\nb\nc\n", encoding="utf-8")
     (tmp_path / "c.en").write_text("a\nb\n", encoding="utf-8")

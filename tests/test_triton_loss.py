@@ -1,8 +1,9 @@
-"""The Triton R-Drop kernels against a float64 from-scratch computation, run on the CPU by Triton's
-interpreter: values and gradients of both copies, pad pairs, ε × α, R-Drop's and SimCut's loss, fp32/fp16/bf16 logits, fp16 at
-a loss scale of 2¹⁵, tokens masked to −inf, a vocabulary that is not a multiple of the block; the
-criterion on the kernel makes the host wait no more than the stock criterion. A last test compiles
-the kernels for a real GPU (sm_90), which the interpreter does not do."""
+"""The Triton kernels (triton_loss.py) against the float64 reference of support/loss_reference.py,
+run on the CPU by Triton's interpreter: values and gradients of both copies, pad pairs, ε × α,
+R-Drop's and SimCut's loss, fp32/fp16/bf16 logits, fp16 at a loss scale of 2¹⁵, tokens masked
+to −inf, a vocabulary that is not a multiple of the block; the criterion on the kernel makes the
+host wait no more than the stock criterion. A last test compiles the kernels for a real GPU
+(sm_90), which the interpreter does not do."""
 
 import functools
 import os
@@ -17,19 +18,15 @@ pytest.importorskip("triton", reason="the Triton loss kernel needs `pip install 
 from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
 from support import ROOT  # noqa: E402
-from fairseq.criterions.label_smoothed_cross_entropy import (  # noqa: E402
-    LabelSmoothedCrossEntropyCriterion,
-)
-from support.tiny_model import build, random_sample  # noqa: E402
 from support.loss_reference import (  # noqa: E402
-    check_kernel_against_reference,
     assert_gradient_close,
+    check_against_reference,
+    criterion_host_syncs,
     gradient_term_sizes,
     reference,
 )
-from test_fused_loss import HostSyncs  # noqa: E402
 from rdrop_fairseq import triton_loss  # noqa: E402
-from rdrop_fairseq.fused_loss import rdrop_loss  # noqa: E402
+from rdrop_fairseq.loss import training_loss  # noqa: E402
 
 if not isinstance(triton_loss._rdrop_forward_kernel, InterpretedFunction):
     pytest.skip("the kernels are compiled in this process (conftest.py interprets them only "
@@ -68,21 +65,21 @@ def setup(dtype, pairs=6, vocab=VOCAB, seed=0, scale=3.0):
 @pytest.mark.parametrize("epsilon,alpha", [(0.0, 0.0), (0.0, 5.0), (0.1, 0.0), (0.1, 5.0)])
 def test_values_and_gradients_match_float64_reference(dtype, epsilon, alpha):
     logits, target, keep = setup(dtype)
-    check_kernel_against_reference(logits, target, keep, epsilon, alpha)
+    check_against_reference(logits, target, keep, epsilon, alpha)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("epsilon", [0.0, 0.1])
 def test_simcut_values_and_gradients_match_float64_reference(dtype, epsilon):
     logits, target, keep = setup(dtype)
-    check_kernel_against_reference(logits, target, keep, epsilon, 3.0, simcut=True)
+    check_against_reference(logits, target, keep, epsilon, 3.0, mode="simcut")
 
 
 @pytest.mark.parametrize("epsilon", [0.0, 0.1])
 def test_fp16_at_loss_scale_2_15_overflows_exactly_where_fp32_exceeds_fp16(epsilon):
     """Also: gradients too small for fp16 unless scaled first survive (ε = 0 leaves them)."""
     logits, target, keep = setup(torch.float16, seed=1, scale=8.0)  # peaked: gradients near ±2
-    loss, _, _ = rdrop_loss(logits, target, keep, epsilon, 5.0, backend="triton")
+    loss, _, _ = training_loss(logits, target, keep, epsilon, 5.0, backend="triton")
     loss.backward(torch.tensor(2.0**15))
     _, _, _, ref_grad = reference(logits, target, keep, epsilon, 5.0, 2.0**15)
     sizes = gradient_term_sizes(logits, target, keep, epsilon, 5.0, 2.0**15)
@@ -103,7 +100,7 @@ def test_tokens_masked_to_minus_inf_in_both_copies_add_nothing():
         masked[i, tokens] = masked[n + i, tokens] = float("-inf")
     masked[:, :256] = float("-inf")  # and the whole first block
     masked.requires_grad_()
-    loss, nll, kl = rdrop_loss(masked, target, keep, 0.0, 5.0, backend="triton")  # ε=0: finite
+    loss, nll, kl = training_loss(masked, target, keep, 0.0, 5.0, backend="triton")  # ε=0: finite
     loss.backward(torch.tensor(1.7))
     ref_loss, ref_nll, ref_kl, ref_grad = reference(masked, target, keep, 0.0, 5.0, 1.7)
 
@@ -119,17 +116,18 @@ def test_identical_copies_have_zero_kl_and_all_pad_batches_zero_everything():
     logits, target, keep = setup(torch.float32)
     n = target.numel()
     twins = torch.cat([logits.detach()[:n], logits.detach()[:n]])
-    assert rdrop_loss(twins, target, keep, 0.1, 5.0, backend="triton")[2].item() == 0.0
+    assert training_loss(twins, target, keep, 0.1, 5.0, backend="triton")[2].item() == 0.0
 
     logits.grad = None
-    loss, nll, kl = rdrop_loss(logits, target, torch.zeros_like(keep), 0.1, 5.0, backend="triton")
+    loss, nll, kl = training_loss(logits, target, torch.zeros_like(keep), 0.1, 5.0,
+                                  backend="triton")
     loss.backward()
     assert loss.item() == nll.item() == kl.item() == 0.0
     assert logits.grad.abs().max() == 0
 
     empty = torch.zeros(0, VOCAB, requires_grad=True)
     no_target = torch.zeros(0, dtype=torch.long)
-    loss, _, _ = rdrop_loss(empty, no_target, no_target.bool(), 0.1, 5.0, backend="triton")
+    loss, _, _ = training_loss(empty, no_target, no_target.bool(), 0.1, 5.0, backend="triton")
     loss.backward()
     assert loss.item() == 0.0 and empty.grad.shape == (0, VOCAB)
 
@@ -139,20 +137,11 @@ def test_criterion_with_the_kernel_waits_for_the_device_no_more_than_the_stock_c
 ):
     """Host syncs (item, nonzero, ...) in a training forward + backward of a real Transformer:
     ours with the Triton kernel against stock label_smoothed_cross_entropy on the same model."""
-    monkeypatch.setattr("rdrop_fairseq.criterion.rdrop_loss",
-                        functools.partial(rdrop_loss, backend="triton"))
-    _, task, model, ours = build(tmp_path)
-    stock = LabelSmoothedCrossEntropyCriterion(task, False, 0.1)
-    sample = random_sample(task.target_dictionary, bsz=3, tgt_len=7, src_len=6)
-    model.train()
-    syncs = {}
-    for name, criterion in (("stock", stock), ("ours", ours)):
-        with HostSyncs() as seen:
-            loss, _, log = criterion(model, sample)
-            loss.backward()
-        syncs[name] = seen.seen
+    monkeypatch.setattr("rdrop_fairseq.criterion.training_loss",
+                        functools.partial(training_loss, backend="triton"))
+    ours, stock, log = criterion_host_syncs(tmp_path)
     assert log["kl_loss"] > 0  # the R-Drop loss ran
-    assert syncs["ours"] == syncs["stock"]
+    assert ours == stock
 
 
 COMPILE_FOR_SM90 = """
@@ -172,7 +161,8 @@ for dtype, smoothing, kl, simcut in (("fp32", True, True, False), ("fp16", False
         HAS_SMOOTHING="constexpr"), dict(flags, HAS_SMOOTHING=smoothing))
     backward = ASTSource(T._rdrop_backward_kernel, dict(
         scalars, logits_ptr="*" + dtype, row_stride="i64", grad_ptr="*" + dtype,
-        grad_row_stride="i64", grad_output_ptr="*fp32", kl_alpha="fp32"), flags)
+        grad_row_stride="i64", grad_output_ptr="*fp32", p_weight="fp32", kl_weight="fp32"),
+        flags)
     for source in (forward, backward):
         kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32),
                                 options=dict(num_warps=T._num_warps(flags["BLOCK"])))
@@ -180,6 +170,7 @@ for dtype, smoothing, kl, simcut in (("fp32", True, True, False), ("fp16", False
 """
 
 
+@pytest.mark.slow
 def test_kernels_compile_for_a_gpu():
     """Both kernels compiled for sm_90 by Triton's bundled ptxas, in a process without the
     interpreter: it runs Python and would not catch what the compiler rejects. Needs no GPU."""

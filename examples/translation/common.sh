@@ -1,13 +1,18 @@
-# Sourced by the recipes: repository root, python, the plugin's --user-dir, device flags.
+# Sourced by the recipes: repository root, python, the plugin's --user-dir, device flags. The
+# recipes call the installed commands (fairseq-*, rdrop-*): those beside PYTHON come first on
+# PATH; without PYTHON, those of the repository's own .venv (scripts/setup-venv.sh) if there is one.
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SHARED_DATA=${SHARED_DATA:-$ROOT/../shared/data}
-# the repository's own .venv (scripts/setup-venv.sh) when there is one and no PYTHON is given
-if [ -z "${PYTHON:-}" ] && [ -x "$ROOT/.venv/bin/python" ]; then export PATH="$ROOT/.venv/bin:$PATH"; fi
-PYTHON=${PYTHON:-python}
 die() { echo "error: $*" >&2; exit 1; }
+if [ -z "${PYTHON:-}" ] && [ -x "$ROOT/.venv/bin/python" ]; then PYTHON=$ROOT/.venv/bin/python; fi
+PYTHON=${PYTHON:-python3}
+_bin=$(dirname "$(command -v "$PYTHON")") || die "no Python: $PYTHON"
+export PATH="$_bin:$PATH"
 # fairseq imports --user-dir by the directory's basename: point it at the installed package.
-USER_DIR=$($PYTHON -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("rdrop_fairseq").origin))') \
-  || die "rdrop_fairseq is not installed for $PYTHON (run: bash scripts/setup-venv.sh && . .venv/bin/activate)"
+USER_DIR=$("$PYTHON" -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("rdrop_fairseq").origin))' 2>/dev/null) \
+  || die "rdrop_fairseq is not installed for $PYTHON (run: bash scripts/setup-venv.sh, or pip install rdrop-fairseq from this repository)"
+command -v rdrop-text-pipeline > /dev/null && command -v fairseq-train > /dev/null \
+  || die "the rdrop-* and fairseq-* commands are not beside $PYTHON (reinstall: bash scripts/setup-venv.sh)"
 if [ "$($PYTHON -c 'import torch; print(int(torch.cuda.is_available()))')" = 1 ]; then
   ON_GPU=1; DEVICE_FLAGS=(--fp16)
 else
@@ -50,10 +55,10 @@ train_multi30k_run() {
 joint_sentencepiece() {
   local type=$1 vocab=$2 in=$3 out=$4 model=$5 src=$6 tgt=$7 split l
   echo "== joint sentencepiece $type ($vocab) on train"
-  $PYTHON "$ROOT/scripts/sentencepiece_joint.py" train --model "$model" \
+  rdrop-sentencepiece train --model "$model" \
     --vocab-size "$vocab" --model-type "$type" "$in/train.$src" "$in/train.$tgt"
   for split in train valid test; do for l in $src $tgt; do
-    $PYTHON "$ROOT/scripts/sentencepiece_joint.py" encode --model "$model.model" \
+    rdrop-sentencepiece encode --model "$model.model" \
       --input "$in/$split.$l" --output "$out$split.$l"
   done; done
 }
@@ -65,9 +70,9 @@ binarize() {
     --workers "$(nproc)" > "$log" 2>&1 || { tail -n 20 "$log" >&2; die "fairseq-preprocess failed"; }
   rm -f "$log"
 }
-# generate_and_score DATA_BIN CHECKPOINT [evaluate.py options...] -- [fairseq-generate options...]:
+# generate_and_score DATA_BIN CHECKPOINT [rdrop-evaluate options...] -- [fairseq-generate options...]:
 # decode the test set into CHECKPOINT's name with .test.txt, then score that log with
-# scripts/evaluate.py --tokenized and the given options (scores also saved as .test.json).
+# rdrop-evaluate --tokenized and the given options (scores also saved as .test.json).
 generate_and_score() {
   local data=$1 checkpoint=$2 log=${2%.pt}.test.txt scoring=(); shift 2
   while [ $# -gt 0 ] && [ "$1" != -- ]; do scoring+=("$1"); shift; done
@@ -76,6 +81,6 @@ generate_and_score() {
   fairseq-generate "$data" --user-dir "$USER_DIR" --path "$checkpoint" --gen-subset test \
     --remove-bpe sentencepiece --batch-size 128 "${DEVICE_FLAGS[@]}" "$@" > "$log.part"
   mv "$log.part" "$log"
-  $PYTHON "$ROOT/scripts/evaluate.py" --generate-log "$log" --tokenized "${scoring[@]}" \
+  rdrop-evaluate --generate-log "$log" --tokenized "${scoring[@]}" \
     --save-json "${log%.txt}.json"
 }

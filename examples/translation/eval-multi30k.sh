@@ -22,5 +22,5 @@ mkdir -p "$(dirname "$out")"
 fairseq-generate "$data" --user-dir "$USER_DIR" --path "$checkpoint" --gen-subset "$subset" \
   --beam 5 --remove-bpe sentencepiece --batch-size 128 "${DEVICE_FLAGS[@]}" > "$out.gen.log.part"
 mv "$out.gen.log.part" "$out.gen.log"
-$PYTHON "$ROOT/scripts/evaluate.py" --generate-log "$out.gen.log" --ref "$data/raw/$subset.en" \
+rdrop-evaluate --generate-log "$out.gen.log" --ref "$data/raw/$subset.en" \
   --write-hyp "$out.hyp" --save-json "$out.json" "${baseline[@]}"

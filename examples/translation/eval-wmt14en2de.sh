@@ -13,7 +13,7 @@ source "$(dirname "$0")/common.sh"
 data=$1 save=$2; shift 2
 baseline=()
 if [ "${1:-}" = --baseline-log ]; then baseline=(--baseline-generate-log "$2"); shift 2; fi
-$PYTHON "$ROOT/scripts/average_checkpoints.py" --inputs "$save" --num-epoch-checkpoints 5 \
+rdrop-average-checkpoints --inputs "$save" --num-epoch-checkpoints 5 \
   --output "$save/checkpoint.avg5.pt"
 generate_and_score "$data" "$save/checkpoint.avg5.pt" --lang de --raw-ref "$data/raw/test.de" \
   "${baseline[@]}" -- --beam 4 --lenpen 0.6 "$@"

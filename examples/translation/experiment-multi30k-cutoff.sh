@@ -10,7 +10,7 @@
 #      sacreBLEU, chrF, and paired bootstrap p-values against the committed baseline and R-Drop
 #      hypotheses
 #   3. results.json, results.md, hypotheses, curves.png in examples/translation/results/multi30k-cutoff
-#      (scripts/multi30k_cutoff_report.py)
+#      (experiment_report.py)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 work=${1:-$ROOT/work/multi30k-cutoff}
@@ -27,8 +27,8 @@ run "${runs[1]}" 20 --rdrop-alpha 3 --dropout 0.1 --rdrop-cutoff 0.05 --rdrop-lo
 for name in "${runs[@]}"; do
   bash "$ROOT/examples/translation/eval-multi30k.sh" "$data" "$work/$name/checkpoint_best.pt" \
     "$work/$name.test2016" --baseline-hyp "$committed/baseline.test2016.hyp"
-  $PYTHON "$ROOT/scripts/evaluate.py" --hyp "$work/$name.test2016.hyp" --ref "$data/raw/test.en" \
+  rdrop-evaluate --hyp "$work/$name.test2016.hyp" --ref "$data/raw/test.en" \
     --baseline-hyp "$committed/rdrop.test2016.hyp" --save-json "$work/$name.test2016.vs-rdrop.json"
 done
-$PYTHON "$ROOT/scripts/multi30k_cutoff_report.py" --work "$work" --committed "$committed" \
-  --out "$results" "${runs[@]}"
+$PYTHON "$ROOT/examples/translation/experiment_report.py" cutoff --work "$work" \
+  --committed "$committed" --out "$results" "${runs[@]}"

@@ -17,7 +17,7 @@
 # Steps: (1) per system, one "lane": train with a fixed --max-update, keep the best checkpoint by
 # valid BLEU (greedy), translate test2016 with beam 5 and score it (sacreBLEU, chrF, signatures:
 # eval-multi30k.sh); the three lanes run at once unless --sequential. (2) paired bootstrap of each
-# R-Drop system against the baseline (scripts/evaluate.py). (3) scripts/multi30k_gpu_report.py:
+# R-Drop system against the baseline (rdrop-evaluate). (3) experiment_report.py gpu:
 # results.json (every figure, the exact commands), results.md, curves.png, the test hypotheses
 # and the json training logs, in the results folder; no checkpoints.
 #
@@ -44,14 +44,15 @@
 #   not comparable at equal updates: lower --max-update from the logged wps).
 #
 # Prepare here, once (the corpus: ../shared/data/multi30k-de-en or --data; a 14 MB data-bin and
-# 22 MB of wheels, well under the 64 MiB a device run may carry):
+# about 25 MB of wheels, well under the 64 MiB a device run may carry):
 #   bash scripts/device/fetch-wheels.sh && bash examples/translation/prepare-multi30k.sh
 # Then on a CUDA machine without network that receives this checkout and carries the ignored
-# .whl and data-bin/multi30k-de-en (36 MB in all), with a 420 s time limit, returning the 3 files
-# written to $OUT (experiment.log, results.tar.gz, logs.tar.gz), run (joined by "; " where a
-# single line is wanted; 218 characters):
+# .whl and data-bin/multi30k-de-en (about 40 MB in all), with a 420 s time limit, returning the 3
+# files written to $OUT (experiment.log, results.tar.gz, logs.tar.gz), run (joined by "; " where a
+# single line is wanted; 178 characters; install.sh installs the plugin and fairseq into python3,
+# or PYTHON, and puts their commands on PATH):
 #   set -o pipefail; . scripts/device/install.sh || exit 1
-#   export PATH=/tmp/site/bin:$PATH PYTHON=python3 PYTHONUNBUFFERED=1
+#   export PYTHONUNBUFFERED=1
 #   bash examples/translation/experiment-multi30k-gpu.sh --pack "$OUT" |& tee "$OUT/experiment.log"
 # and back here, in the folder the files came back to:
 #   tar -xzf results.tar.gz -C "$REPO/examples/translation/results/"   (REPO: this checkout)
@@ -127,7 +128,7 @@ lanes_wall=$SECONDS
 
 pids=()
 for name in rdrop rdrop_cutoff; do
-  paired=($PYTHON "$ROOT/scripts/evaluate.py" --hyp "$work/$name.test2016.hyp"
+  paired=(rdrop-evaluate --hyp "$work/$name.test2016.hyp"
     --ref "$data/raw/test.en" --baseline-hyp "$work/baseline.test2016.hyp"
     --save-json "$work/$name.vs-baseline.json")
   relative "$(printf '%q ' "${paired[@]}")" > "$work/$name/paired-command.txt"
@@ -138,8 +139,8 @@ for pid in "${pids[@]}"; do
   wait "$pid" || die "paired bootstrap failed: see $work/*.vs-baseline.log"
 done
 
-$PYTHON "$ROOT/scripts/multi30k_gpu_report.py" --work "$work" --data-bin "$data" --out "$results" \
-  --systems baseline rdrop rdrop_cutoff --mode "$mode" --lanes-wall-s "$lanes_wall" \
+$PYTHON "$ROOT/examples/translation/experiment_report.py" gpu --work "$work" --data-bin "$data" \
+  --out "$results" --systems baseline rdrop rdrop_cutoff --mode "$mode" --lanes-wall-s "$lanes_wall" \
   --experiment-wall-s "$SECONDS" --command "$(relative "$invocation")"
 if [ -n "$pack" ]; then
   mkdir -p "$pack"

@@ -7,7 +7,7 @@
 #      R-Drop alpha 5 with dropout 0.3 for 6 epochs
 #   2. pick the baseline and the R-Drop run with the best validation BLEU (never test)
 #   3. test2016 for the two picks: sacreBLEU, chrF, paired bootstrap p-value; results.json,
-#      hypotheses, curves.png in examples/translation/results/multi30k (scripts/multi30k_report.py)
+#      hypotheses, curves.png in examples/translation/results/multi30k (experiment_report.py)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 work=${1:-$ROOT/work/multi30k}
@@ -25,10 +25,11 @@ lane1=$!
 lane2=$!
 wait $lane1 || die "a training failed (lane 1)"
 wait $lane2 || die "a training failed (lane 2)"
-read -r baseline rdrop < <($PYTHON "$ROOT/scripts/multi30k_report.py" --work "$work" --select)
+report=$ROOT/examples/translation/experiment_report.py
+read -r baseline rdrop < <($PYTHON "$report" multi30k --work "$work" --select)
 echo "picked on val: $baseline, $rdrop"
 bash "$ROOT/examples/translation/eval-multi30k.sh" "$data" "$work/$baseline/checkpoint_best.pt" \
   "$work/baseline.test2016"
 bash "$ROOT/examples/translation/eval-multi30k.sh" "$data" "$work/$rdrop/checkpoint_best.pt" \
   "$work/rdrop.test2016" --baseline-hyp "$work/baseline.test2016.hyp"
-$PYTHON "$ROOT/scripts/multi30k_report.py" --work "$work" --out "$results"
+$PYTHON "$report" multi30k --work "$work" --out "$results"

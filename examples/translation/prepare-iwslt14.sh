@@ -37,7 +37,7 @@ if [ -z "$orig" ]; then
   fi
 fi
 [ -d "$orig" ] || die "--orig $orig: no such directory"
-$PYTHON "$ROOT/scripts/check_parallel.py" "$orig" train.tags.$lang --langs $src $tgt
+rdrop-check-parallel "$orig" train.tags.$lang --langs $src $tgt
 for t in "${tests[@]}"; do for l in $src $tgt; do
   [ -f "$orig/$t.$lang.$l.xml" ] || die "missing file: $orig/$t.$lang.$l.xml"
 done; done
@@ -46,7 +46,7 @@ mkdir -p "$(dirname "$out")"
 work=$(mktemp -d "$out.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 stage=$work/stage tmp=$work/out/tmp
-pipeline() { $PYTHON "$ROOT/scripts/text_pipeline.py" "$@"; }
+pipeline() { rdrop-text-pipeline "$@"; }
 
 echo "== train: tokenize, lowercase, clean"
 for l in $src $tgt; do

@@ -30,7 +30,7 @@ if [ -z "$data" ]; then
   done; done
 fi
 [ -d "$data" ] || die "--data $data: no such directory"
-$PYTHON "$ROOT/scripts/check_parallel.py" "$data" train val test_2016_flickr --langs de en
+rdrop-check-parallel "$data" train val test_2016_flickr --langs de en
 
 mkdir -p "$work/bin/raw"
 for pair in train:train val:valid test_2016_flickr:test; do

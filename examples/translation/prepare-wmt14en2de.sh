@@ -55,7 +55,7 @@ find_orig() {
   die "missing file: $1 (looked in $orig and its subfolders)"
 }
 # check_pair PREFIX: PREFIX.{en,de} exist, are UTF-8 and have the same number of lines
-check_pair() { $PYTHON "$ROOT/scripts/check_parallel.py" "$(dirname "$1")" "$(basename "$1")" --langs $src $tgt; }
+check_pair() { rdrop-check-parallel "$(dirname "$1")" "$(basename "$1")" --langs $src $tgt; }
 
 train_prefixes=() valid_prefix=
 if [ -n "$train_tok" ]; then check_pair "$train_tok"; else
@@ -74,7 +74,7 @@ work=$(mktemp -d "$out.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 stage=$work/stage tmp=$work/out/tmp
 mkdir -p "$stage" "$tmp" "$work/out/raw"
-pipeline() { $PYTHON "$ROOT/scripts/text_pipeline.py" "$@"; }
+pipeline() { rdrop-text-pipeline "$@"; }
 
 echo "== train and valid: normalize, tokenize"
 for l in $src $tgt; do

@@ -3,11 +3,12 @@
 # (N 4096 and 8192 target tokens per copy x V 10k and 40k, fp16 and bf16), the fp16 training-step
 # comparison for transformer_iwslt_de_en and transformer_vaswani_wmt_en_de_big (4096 target
 # tokens per copy) and 200 fp16 updates of transformer_iwslt_de_en, R-Drop vs baseline.
-# Each part has its own time limit, so a slow one cannot eat the others. It writes
-# cuda-*.json|md to $OUT (default benchmarks/results; a dry run's default is a temporary folder)
-# and exits non-zero when a part failed. Carried wheels in .whl/ (fetch-wheels.sh) are installed first if fairseq is not
-# importable. GPU_CHECK_DRY_RUN=1 runs every part once on the CPU at tiny sizes.
-# Usage: bash scripts/device/gpu-check.sh
+# Each part has its own time limit, so a slow one cannot eat the others. The benchmark parts run
+# benchmarks/run.py and write cuda-*.json|md to $OUT (default benchmarks/results; a dry run's
+# default is a temporary folder); the script exits non-zero when a part failed. If fairseq is not
+# importable, the plugin and fairseq are first installed from the carried wheels in .whl/
+# (fetch-wheels.sh, install.sh). GPU_CHECK_DRY_RUN=1 runs every part once on the CPU at tiny sizes.
+# Usage: bash scripts/device/gpu-check.sh   (PYTHON: the Python with the machine's torch)
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
@@ -17,10 +18,9 @@ dry=${GPU_CHECK_DRY_RUN:-0}
 mkdir -p "$out"
 python=${PYTHON:-python3}
 if ! "$python" -c "import fairseq" 2>/dev/null; then
-    [ -d .whl ] || { echo "error: fairseq is not importable and there is no .whl/ to install" >&2; exit 1; }
-    . scripts/device/install.sh || { echo "error: installing .whl/ failed" >&2; exit 1; }
+    . scripts/device/install.sh || exit 1  # the plugin and fairseq from .whl/; its error says why not
 fi
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$root PATH=/tmp/site/bin:$PATH
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$root  # the tests and benchmarks/ import this checkout
 
 if [ "$dry" = 1 ]; then
     device=cpu sizes=64x512 step_tokens=64 updates=3 repeats=2 step_repeats=1
@@ -56,7 +56,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv 2>/de
 # the compiled kernel against float64 (fp32/fp16/bf16); without a GPU these tests skip. fp16
 # training with fairseq's loss scaler is checked by the last part's 200 updates
 part tests "$limit_tests" "$python" -m pytest -q -rs -p no:cacheprovider tests/test_cuda_loss.py
-bench=("$python" scripts/benchmark.py --device "$device" --threads 1 --max-gb 60 --repeats "$repeats")
+bench=("$python" benchmarks/run.py --device "$device" --threads 1 --max-gb 60 --repeats "$repeats")
 for dtype in float16 bfloat16; do
     part "loss $dtype" "$limit_loss" "${bench[@]}" --dtype "$dtype" --archs --loss-sizes $sizes \
         --out "$out/cuda-loss-$dtype.json"

@@ -1,7 +1,6 @@
-"""What the R-Drop loss kernels are checked against: the loss and its logit gradient in float64
-from the definitions, on the logits' device, and how far an fp32/fp16/bf16 gradient may be from
-it. Shared by the kernel tests, interpreted (test_triton_loss.py) and compiled (test_cuda_loss.py).
-"""
+"""The one float64 reference every loss test compares with: the loss and its logit gradient from
+the definitions (docs/loss.md), on the logits' device; how far an fp32/fp16/bf16 gradient may be
+from it; and :class:`HostSyncs`, which counts what makes the host wait for a device."""
 
 import torch
 import torch.nn.functional as F
@@ -12,12 +11,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 FP32_ROUNDING = 64 * 2.0**-24
 
 
-def reference(logits, target, keep, epsilon, alpha, grad_output, simcut=False):
-    """(loss, nll, kl) and the logits' gradient in float64 from the definitions, all pairs at once:
-    fairseq's label-smoothed NLL of both copies + α·½[KL(p‖q) + KL(q‖p)], summed over the kept
-    pairs (``simcut``: copy 1's label-smoothed NLL + α·KL(p‖q)). A token that is −inf in both
-    copies of a pair adds nothing (probability 0 in both)."""
-    x = logits.detach().double().requires_grad_()
+def reference_loss(logits, target, keep, epsilon, alpha, mode="rdrop"):
+    """(loss, nll, kl) in float64 from the definitions (docs/loss.md), differentiable: fairseq's
+    label-smoothed NLL of both copies + α·½[KL(p‖q) + KL(q‖p)] summed over the kept pairs of
+    ``logits`` (2n, V) (``mode`` "simcut": copy 1's + α·KL(p‖q)). Log-probabilities may stand for
+    the logits (their log-softmax is themselves). A token that is −inf in both copies of a pair
+    adds nothing (probability 0 in both)."""
+    x = logits.double()
     n, vocab = target.numel(), x.size(1)
     eps_i = epsilon / (vocab - 1)
     lprobs = F.log_softmax(x, -1)
@@ -27,7 +27,7 @@ def reference(logits, target, keep, epsilon, alpha, grad_output, simcut=False):
     y = target.view(n, 1)
     kl12 = (l1.exp() * d).sum(-1)
     kl21 = -(l2.exp() * d).sum(-1)
-    if simcut:
+    if mode == "simcut":
         pair_nll, pair_kl, smoothing = -l1.gather(1, y).view(n), kl12, l1.sum(-1)
     else:
         pair_nll = -(l1.gather(1, y) + l2.gather(1, y)).view(n)
@@ -37,14 +37,29 @@ def reference(logits, target, keep, epsilon, alpha, grad_output, simcut=False):
         pair_loss = pair_loss - eps_i * smoothing
     kept = keep.view(n)
     loss = torch.where(kept, pair_loss, 0.0).sum()
-    nll = torch.where(kept, pair_nll, 0.0).sum().detach()
-    kl = torch.where(kept, pair_kl, 0.0).sum().detach()
+    return loss, torch.where(kept, pair_nll, 0.0).sum(), torch.where(kept, pair_kl, 0.0).sum()
+
+
+def reference(logits, target, keep, epsilon, alpha, grad_output, mode="rdrop"):
+    """:func:`reference_loss` detached, and the logits' gradient at ``grad_output``."""
+    x = logits.detach().double().requires_grad_()
+    loss, nll, kl = reference_loss(x, target, keep, epsilon, alpha, mode)
     (grad_output * loss).backward()
-    return loss.detach(), nll, kl, x.grad
+    return loss.detach(), nll.detach(), kl.detach(), x.grad
 
 
-def gradient_term_sizes(logits, target, keep, epsilon, alpha, grad_output, simcut=False):
-    """Per logit, Σ|terms| of the gradient formula in float64 (an upper bound for ``simcut``'s,
+def criterion_reference(output, target, pad, epsilon, alpha, mode="rdrop", prefix=0):
+    """:func:`reference_loss` of a criterion's batch: ``output`` (2B, T, V) logits or
+    log-probabilities of both stacked copies, ``target`` (B, T) one copy's, pad and the first
+    ``prefix`` positions not counted."""
+    keep = target.ne(pad)
+    keep[:, :prefix] = False
+    flat = output.reshape(-1, output.size(-1))
+    return reference_loss(flat, target.reshape(-1), keep.reshape(-1), epsilon, alpha, mode)
+
+
+def gradient_term_sizes(logits, target, keep, epsilon, alpha, grad_output, mode="rdrop"):
+    """Per logit, Σ|terms| of the gradient formula in float64 (an upper bound for SimCut's,
     whose KL term has twice R-Drop's weight and copy 2 no NLL); 0 on pad rows."""
     x = logits.detach().double()
     n, vocab = target.numel(), x.size(1)
@@ -58,7 +73,7 @@ def gradient_term_sizes(logits, target, keep, epsilon, alpha, grad_output, simcu
     sizes = []
     for p, kl in ((p1, (p1 * d).sum(-1, keepdim=True)), (p2, (p2 * d).sum(-1, keepdim=True))):
         nll = (a + eps_i * vocab) * p + eps_i + a * onehot
-        kl_weight = alpha if simcut else 0.5 * alpha
+        kl_weight = alpha if mode == "simcut" else 0.5 * alpha
         sizes.append((nll + kl_weight * (p * (d + kl) + p1 + p2)) * keep.unsqueeze(1))
     return grad_output * torch.cat(sizes)
 
@@ -88,20 +103,18 @@ def assert_gradient_close(grad, exact, term_sizes, rounding=FP32_ROUNDING):
     assert (error <= ulp(rounded)[finite] + error_bound[finite]).all(), f"max error {error.max()}"
 
 
-def check_kernel_against_reference(
-    logits, target, keep, epsilon, alpha, rounding=FP32_ROUNDING, simcut=False, backend="triton"
+def check_against_reference(
+    logits, target, keep, epsilon, alpha, rounding=FP32_ROUNDING, mode="rdrop", backend="triton"
 ):
-    """A kernel's loss, NLL, KL and logits' gradient (at ``grad_output`` 1.7) against
+    """An implementation's loss, NLL, KL and logits' gradient (at ``grad_output`` 1.7) against
     :func:`reference`; pad pairs get exactly zero gradient."""
-    from rdrop_fairseq.fused_loss import rdrop_loss
+    from rdrop_fairseq.loss import training_loss
 
-    loss, nll, kl = rdrop_loss(logits, target, keep, epsilon, alpha, backend, simcut)
+    loss, nll, kl = training_loss(logits, target, keep, epsilon, alpha, mode, backend)
     loss.backward(torch.tensor(1.7, device=logits.device))
-    ref_loss, ref_nll, ref_kl, ref_grad = reference(
-        logits, target, keep, epsilon, alpha, 1.7, simcut
-    )
+    ref_loss, ref_nll, ref_kl, ref_grad = reference(logits, target, keep, epsilon, alpha, 1.7, mode)
 
-    assert loss.dtype == nll.dtype == kl.dtype == torch.float32
+    assert loss.dtype == nll.dtype == kl.dtype == torch.promote_types(logits.dtype, torch.float32)
     torch.testing.assert_close(loss.double(), ref_loss, rtol=2e-6, atol=0)
     torch.testing.assert_close(nll.double(), ref_nll, rtol=2e-6, atol=0)
     if alpha:
@@ -110,11 +123,12 @@ def check_kernel_against_reference(
         assert kl.item() == 0.0
     assert logits.grad.dtype == logits.dtype
     pad_rows = torch.cat([~keep, ~keep])
-    assert logits.grad[pad_rows].abs().max() == 0 and ref_grad[pad_rows].abs().max() == 0
-    sizes = gradient_term_sizes(logits, target, keep, epsilon, alpha, 1.7, simcut)
+    assert not logits.grad[pad_rows].any() and not ref_grad[pad_rows].any()
+    sizes = gradient_term_sizes(logits, target, keep, epsilon, alpha, 1.7, mode)
     assert_gradient_close(logits.grad, ref_grad, sizes, rounding)
-    n = target.numel()  # both copies' counted rows have gradients to compare
-    assert ref_grad[:n][keep].abs().max() > 0 and ref_grad[n:][keep].abs().max() > 0
+    n = target.numel()  # both copies' counted rows have gradients (SimCut's copy 2: by the KL)
+    assert ref_grad[:n][keep].abs().max() > 0
+    assert (ref_grad[n:][keep].abs().max() > 0) == (mode == "rdrop" or alpha > 0)
 
 
 class HostSyncs(TorchDispatchMode):
@@ -130,3 +144,27 @@ class HostSyncs(TorchDispatchMode):
         if func._schema.name in self.SYNCING:
             self.seen.append(func._schema.name)
         return func(*args, **(kwargs or {}))
+
+
+def criterion_host_syncs(folder):
+    """The host syncs of one training forward + backward of a real tiny Transformer, by our
+    criterion and by stock label_smoothed_cross_entropy on the same model and batch, and our
+    logging output: ``(ours, stock, log)``."""
+    from fairseq.criterions.label_smoothed_cross_entropy import (
+        LabelSmoothedCrossEntropyCriterion,
+    )
+
+    from support.tiny_model import build, random_sample
+
+    _, task, model, ours = build(folder)
+    stock = LabelSmoothedCrossEntropyCriterion(task, False, 0.1)
+    sample = random_sample(task.target_dictionary, bsz=3, tgt_len=7, src_len=6)
+    model.train()
+    syncs, logs = [], []
+    for criterion in (ours, stock):
+        with HostSyncs() as seen:
+            loss, _, log = criterion(model, sample)
+            loss.backward()
+        syncs.append(seen.seen)
+        logs.append(log)
+    return syncs[0], syncs[1], logs[0]

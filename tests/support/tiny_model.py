@@ -16,6 +16,11 @@ TINY_TRANSFORMER = [
     "--dropout", "0.3", "--share-all-embeddings",
 ]
 
+#: The tiny Transformer with an adaptive softmax output layer (which shares no embeddings).
+TINY_ADAPTIVE_SOFTMAX = [
+    arg for arg in TINY_TRANSFORMER if arg != "--share-all-embeddings"
+] + ["--adaptive-softmax-cutoff", "10,20"]
+
 
 def write_dictionary(folder, langs=("de", "en"), size=40):
     d = Dictionary()
@@ -26,17 +31,23 @@ def write_dictionary(folder, langs=("de", "en"), size=40):
     return d
 
 
-def build(folder, task="rdrop_translation", criterion="label_smoothed_cross_entropy_rdrop",
-          extra=()):
-    """Return (cfg, task, model, criterion) for a data folder holding dict.{de,en}.txt."""
+def train_args(folder, task="rdrop_translation", criterion="label_smoothed_cross_entropy_rdrop",
+               extra=(), architecture=TINY_TRANSFORMER):
+    """fairseq-train's arguments for the tiny setup on the data folder ``folder`` (which gets a
+    dictionary if it has none)."""
     if not (folder / "dict.de.txt").exists():
         write_dictionary(folder)
+    return [str(folder), "--task", task, "--criterion", criterion, "-s", "de", "-t", "en",
+            "--label-smoothing", "0.1", "--cpu", *architecture, *extra]
+
+
+def build(folder, task="rdrop_translation", criterion="label_smoothed_cross_entropy_rdrop",
+          extra=(), architecture=TINY_TRANSFORMER):
+    """Return (cfg, task, model, criterion) for a data folder, built as fairseq-train builds
+    them from :func:`train_args`."""
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(
-        parser,
-        [str(folder), "--task", task, "--criterion", criterion, "-s", "de", "-t", "en",
-         "--label-smoothing", "0.1", "--cpu", *TINY_TRANSFORMER, *extra],
-    )
+        parser, train_args(folder, task, criterion, extra, architecture))
     cfg = convert_namespace_to_omegaconf(args)
     task_obj = tasks.setup_task(cfg.task)
     model = task_obj.build_model(cfg.model)
