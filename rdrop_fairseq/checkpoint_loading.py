@@ -82,8 +82,8 @@ def _broadcast_globals():
 
 @functools.lru_cache(maxsize=None)
 def safe_loading_works():
-    """Whether this torch loads with an allowlist: it has the API (torch >= 2.5) and loads a
-    small state like a checkpoint's with :data:`ALLOWED_GLOBALS` (checked once, in memory)."""
+    """Whether this torch loads with an allowlist: it has the API and loads a small state like a
+    checkpoint's with :data:`ALLOWED_GLOBALS` (checked once, in memory)."""
     if not torch_can_load_safely():
         return False
     buffer = io.BytesIO()
@@ -105,8 +105,10 @@ def policy():
     if trusted():
         return f"full unpickler ({TRUST_CHECKPOINTS}=1: only for files you trust)"
     if not safe_loading_works():
+        why = ("it has no torch.serialization.safe_globals" if not torch_can_load_safely()
+               else "its weights_only unpickler refuses the allowlist")
         return (f"full unpickler: torch {torch.__version__} cannot load with an allowlist "
-                "(it has no torch.serialization.safe_globals; torch >= 2.6 can)")
+                f"({why}; torch >= 2.6 can)")
     return f"safe (weights_only with an allowlist; {TRUST_CHECKPOINTS}=1 for trusted files)"
 
 

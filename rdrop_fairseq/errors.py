@@ -36,6 +36,10 @@ def install_excepthook():
     someone else installed alone; idempotent. Returns whether the hook is in place."""
     if sys.excepthook is sys.__excepthook__:
         sys.excepthook = _excepthook
+    if _fairseq_command() == "hydra_train":
+        # Hydra prints a job's exception itself, as a traceback, unless HYDRA_FULL_ERROR is set:
+        # then it re-raises it, to this hook
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     return sys.excepthook is _excepthook
 
 
@@ -45,16 +49,24 @@ FAIRSEQ_COMMANDS = ("train", "generate", "interactive", "validate", "hydra_train
                     "score", "preprocess")
 
 
-def run_by_fairseq_command_line():
-    """Whether this process is one of fairseq's command lines (or a worker it spawned)."""
+def _fairseq_command():
+    """``train``, ``hydra_train``, ... when this process is one of fairseq's command lines (or a
+    worker it spawned), else None."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name.startswith("fairseq_cli."):
-        return True
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    if name.endswith(".py"):
-        name = name[:-3]
-        return os.path.basename(os.path.dirname(sys.argv[0])) == "fairseq_cli" and \
-            name in FAIRSEQ_COMMANDS
-    return name.startswith("fairseq-") and name[len("fairseq-"):].replace("-", "_") in \
-        FAIRSEQ_COMMANDS
+    if spec is not None and spec.name and spec.name.startswith("fairseq_cli."):
+        return spec.name[len("fairseq_cli."):]
+    path = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    name = os.path.basename(path)
+    if name.endswith(".py") and os.path.basename(os.path.dirname(path)) == "fairseq_cli":
+        command = name[:-3]
+    elif name.startswith("fairseq-"):
+        command = name[len("fairseq-"):].replace("-", "_")
+    else:
+        return None
+    return command if command in FAIRSEQ_COMMANDS else None
+
+
+def run_by_fairseq_command_line():
+    """Whether this process is one of fairseq's command lines (or a worker it spawned)."""
+    return _fairseq_command() is not None

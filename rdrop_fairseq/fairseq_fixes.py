@@ -48,13 +48,13 @@ def _applied(obj):
     return getattr(obj, MARK, None) is not None
 
 
+_logged = set()
+
+
 def _log_once(name, what):
     if name not in _logged:
         _logged.add(name)
         logger.info("fairseq %s: %s", fairseq.__version__, what)
-
-
-_logged = set()
 
 
 def _probe_once(probe):

@@ -1,5 +1,7 @@
 """Translation task that trains on both R-Drop copies of each batch."""
 
+import weakref
+
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
@@ -33,11 +35,11 @@ class RDropTranslationTask(TranslationTask):
 
     def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
                            ignore_invalid_inputs=False, *args, **kwargs):
-        checked = self.__dict__.setdefault("_rdrop_checked_datasets", set())
-        if id(dataset) not in checked:
+        checked = self.__dict__.setdefault("_rdrop_checked_datasets", weakref.WeakSet())
+        if dataset not in checked:  # once per dataset, not every epoch
             split = next((name for name, d in self.datasets.items() if d is dataset), "data")
             check_max_tokens(dataset, split, max_tokens, max_positions, ignore_invalid_inputs)
-            checked.add(id(dataset))
+            checked.add(dataset)
         return super().get_batch_iterator(dataset, max_tokens, max_sentences, max_positions,
                                           ignore_invalid_inputs, *args, **kwargs)
 

@@ -16,11 +16,11 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Mapping
 
 import torch
 
+from .output_files import output_problem, write_atomically
 from .progress import progress
 
 
@@ -77,37 +77,6 @@ def average_checkpoints(paths):
     return state
 
 
-def check_output(output, paths):
-    """OUTPUT can be written (its folder exists) and is none of the inputs."""
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise AverageError(f"--output {output}: directory {folder} does not exist")
-    if os.path.isdir(output):
-        raise AverageError(f"--output {output} is a directory")
-    real = os.path.realpath(output)
-    for path in paths:
-        if os.path.realpath(path) == real or (
-                os.path.exists(output) and os.path.exists(path) and os.path.samefile(path, output)):
-            raise AverageError(f"--output {output} is one of the inputs ({path}): "
-                               "choose another file")
-
-
-def save_atomically(state, output):
-    """Write ``state`` to a temporary file beside OUTPUT, then rename it into place."""
-    fd, part = tempfile.mkstemp(prefix=os.path.basename(output) + ".",
-                                dir=os.path.dirname(os.path.abspath(output)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(part, 0o666 & ~umask)
-        os.replace(part, output)
-    except BaseException:
-        os.remove(part)
-        raise
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--inputs", nargs="+", required=True, help="checkpoints, or one save dir")
@@ -126,9 +95,11 @@ def main(argv=None):
             paths = last_checkpoints(args.inputs[0], n, args.num_update_checkpoints is not None)
         else:
             paths = args.inputs
-        check_output(args.output, paths)
+        problem = output_problem(args.output, paths)
+        if problem:
+            raise AverageError(f"--output {problem}")
         state = average_checkpoints(paths)
-        save_atomically(state, args.output)
+        write_atomically(args.output, lambda f: torch.save(state, f))
     except (ValueError, OSError) as e:  # AverageError, the loader's UsageError, a full disk
         sys.exit(f"error: {e}")
     print(f"averaged {len(paths)} checkpoints into {args.output}: {' '.join(paths)}")

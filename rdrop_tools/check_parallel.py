@@ -3,7 +3,8 @@
   rdrop-check-parallel DIR SPLIT [SPLIT ...] --langs SRC TGT
 
 Every ``DIR/SPLIT.LANG`` must exist, decode as UTF-8, and both languages of a split must have
-the same number of lines, as fairseq counts them (no carriage return inside a line). The first problem is reported on one line, exit status 1.
+the same number of lines, as fairseq counts them (no carriage return inside a line). The first
+problem is reported on one line, exit status 1.
 """
 
 import argparse

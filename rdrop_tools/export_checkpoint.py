@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from .output_files import output_problem, set_default_permissions, temporary_beside
 from .progress import stage
 
 STOCK_TASK = "translation"
@@ -128,15 +129,10 @@ def load_plugin_checkpoint(path):
     """``load_checkpoint_to_cpu`` with the plugin imported (our checkpoints need it)."""
     if not os.path.isfile(path):
         raise ExportError(f"{path} does not exist")
-    import rdrop_fairseq  # noqa: F401  (registers the task and criterion, fixes loading)
+    # the plugin registers its task and criterion, and makes fairseq read checkpoints with
+    # rdrop_fairseq.checkpoint_loading.load_checkpoint_file, as training does
+    import rdrop_fairseq  # noqa: F401
     from fairseq import checkpoint_utils
-    from rdrop_fairseq import checkpoint_loading
-
-    # fairseq reads the file through the plugin's loading policy, as training does
-    # (rdrop_fairseq.checkpoint_loading.load_checkpoint_file): never with the full unpickler
-    # unless RDROP_TRUST_CHECKPOINTS=1
-    if not checkpoint_loading.installed(checkpoint_utils):
-        raise ExportError("the plugin's checkpoint loading is not in place: cannot load safely")
     from fairseq.tasks import TASK_REGISTRY
     from fairseq.tasks.translation import TranslationTask
 
@@ -186,16 +182,6 @@ def check_dictionaries(data, source_lang, target_lang, weights):
                               f"have {embeddings.shape[0]} rows: not the model's dictionary")
 
 
-def check_not_an_input(out, inputs):
-    """OUT is none of ``inputs`` (by real path, or the same file under another name)."""
-    if os.path.isdir(out):
-        raise ExportError(f"{out} is a directory: name the file to write")
-    for path in inputs:
-        if os.path.realpath(path) == os.path.realpath(out) or (
-                os.path.exists(path) and os.path.exists(out) and os.path.samefile(path, out)):
-            raise ExportError(f"{out} is the input {path}: write the export to another file")
-
-
 def check_plain_fairseq_loads(path):
     """Load ``path`` in a fresh interpreter where the plugin cannot be imported."""
     proc = subprocess.run([sys.executable, "-c", _PLAIN_FAIRSEQ_LOAD, path],
@@ -226,8 +212,7 @@ def _model_cfg_as_namespace():
 def convert_to_ctranslate2(checkpoint, data, source_lang, target_lang, out_dir, quantization):
     from ctranslate2.converters import FairseqConverter
 
-    converter = FairseqConverter(checkpoint, data, source_lang=source_lang,
-                                 target_lang=target_lang)
+    converter = FairseqConverter(checkpoint, data, source_lang=source_lang, target_lang=target_lang)
     try:
         with _model_cfg_as_namespace():
             converter.convert(out_dir, quantization=quantization, force=True)
@@ -235,40 +220,30 @@ def convert_to_ctranslate2(checkpoint, data, source_lang, target_lang, out_dir, 
         raise ExportError(f"CTranslate2 cannot convert this model: {e}") from e
 
 
-def _with_umask_permissions(path, mode):
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, mode & ~umask)
-
-
 def export(source, out, data, ct2_dir=None, quantization=None):
     """Write OUT (and DIR); on any error neither is left behind."""
     data = os.path.abspath(data)
     if not os.path.isdir(data):
         raise ExportError(f"data directory {data} does not exist")
-    for path in filter(None, (out, ct2_dir)):
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise ExportError(f"{path}: directory {parent} does not exist")
+    inputs = [source, *(os.path.join(data, n) for n in os.listdir(data) if n.startswith("dict."))]
     if ct2_dir is not None and os.path.exists(ct2_dir):
         raise ExportError(f"{ct2_dir} exists: remove it or choose another directory")
-    check_not_an_input(out, [source])
+    problem = output_problem(out, inputs) or (ct2_dir and output_problem(ct2_dir, inputs))
+    if problem:
+        raise ExportError(problem)
     stage(f"loading {source}")
     state = load_plugin_checkpoint(source)
     source_lang, target_lang = language_pair(state["cfg"], data)
     check_dictionaries(data, source_lang, target_lang, state["model"])
-    check_not_an_input(out, [os.path.join(data, f"dict.{lang}.txt")
-                             for lang in (source_lang, target_lang)])
     exported = stock_state(state, stock_cfg(state["cfg"], data, source_lang, target_lang))
 
     out_tmp = ct2_tmp = None
     try:
-        fd, out_tmp = tempfile.mkstemp(prefix=os.path.basename(out) + ".",
-                                       dir=os.path.dirname(os.path.abspath(out)))
         stage(f"writing {out}")
+        fd, out_tmp = temporary_beside(out)
         with os.fdopen(fd, "wb") as f:
             torch.save(exported, f)
-        _with_umask_permissions(out_tmp, 0o666)
+        set_default_permissions(out_tmp)
         stage("checking that fairseq without the plugin loads it")
         check_plain_fairseq_loads(out_tmp)
         if ct2_dir is not None:
@@ -277,7 +252,7 @@ def export(source, out, data, ct2_dir=None, quantization=None):
             stage(f"converting to CTranslate2 into {ct2_dir}")
             convert_to_ctranslate2(out_tmp, data, source_lang, target_lang, ct2_tmp,
                                    quantization)
-            _with_umask_permissions(ct2_tmp, 0o777)
+            set_default_permissions(ct2_tmp, 0o777)
             os.rename(ct2_tmp, ct2_dir)
             ct2_tmp = None
         os.replace(out_tmp, out)

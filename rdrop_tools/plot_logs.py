@@ -19,6 +19,10 @@ def main(argv=None):
     parser.add_argument("--run", action="append", required=True, metavar="NAME=LOG")
     parser.add_argument("--out", required=True, help="figure file (.png)")
     args = parser.parse_args(argv)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        sys.exit("error: rdrop-plot-logs needs matplotlib: pip install 'rdrop-fairseq[plot]'")
     runs = []
     try:
         for spec in args.run:

@@ -11,7 +11,7 @@ def progress(iterable, desc, unit="line", total=None):
         return iterable
     from tqdm import tqdm
 
-    return tqdm(iterable, desc=desc, unit=unit, total=total, unit_scale=unit == "line",
+    return tqdm(iterable, desc=desc, unit=f" {unit}s", total=total, unit_scale=unit == "line",
                 mininterval=0.5, file=sys.stderr)
 
 

@@ -6,8 +6,9 @@
   rdrop-text-pipeline split --every N PREFIX L1 L2 TRAIN_PREFIX VALID_PREFIX
 
 Inputs are read as UTF-8 and split on "\\n" only, like the perl scripts. Outputs appear only when
-complete. On a terminal, each command shows the lines done and the rate. Bad input (missing file, invalid UTF-8, parallel files of different lengths) is reported
-on one line naming the file, with exit status 1.
+complete; on a terminal, each command shows the lines done and the rate. Bad input (missing
+file, invalid UTF-8, parallel files of different lengths) is reported on one line naming the
+file, with exit status 1.
 """
 
 import argparse

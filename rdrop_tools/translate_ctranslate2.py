@@ -11,6 +11,7 @@ tokens, as fairseq-generate's default does.
 """
 
 import argparse
+import sys
 
 from .text_files import (
     InputError, atomic_output, check_exists, exit_on_input_error, read_lines,
@@ -30,10 +31,14 @@ def main(argv=None):
     parser.add_argument("--compute-type", default="default",
                         help="e.g. int8 or float32 (default: the model's own)")
     args = parser.parse_args(argv)
-    with exit_on_input_error():
+    try:
         import ctranslate2
-        import sentencepiece
+    except ImportError:
+        sys.exit("error: rdrop-translate-ct2 needs ctranslate2: "
+                 "pip install 'rdrop-fairseq[ctranslate2]'")
+    import sentencepiece
 
+    with exit_on_input_error():
         lines = read_lines(args.input)
         encode, decode = str.split, " ".join
         if args.spm:

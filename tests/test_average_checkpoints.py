@@ -33,6 +33,10 @@ def files(folder):
     return sorted(p.name for p in folder.iterdir())
 
 
+# how pickle names the builtin open (io.open on Python 3.11, _io.open on 3.12)
+OPEN = f"{open.__module__}.{open.__qualname__}"
+
+
 class RunsCode:
     """Unpickling this creates the file ``path``: a stand-in for code hidden in a checkpoint."""
 
@@ -71,7 +75,7 @@ def test_a_checkpoint_carrying_code_is_refused_and_nothing_runs(tmp_path):
     torch.save(state, tmp_path / "checkpoint2.pt")
     error = average("--inputs", tmp_path / "checkpoint1.pt", tmp_path / "checkpoint2.pt",
                     "--output", tmp_path / "avg.pt")
-    assert error.startswith(f"error: checkpoint {tmp_path / 'checkpoint2.pt'} holds io.open,"
+    assert error.startswith(f"error: checkpoint {tmp_path / 'checkpoint2.pt'} holds {OPEN},"
                             " which the safe loader does not allow")
     assert files(tmp_path) == ["checkpoint1.pt", "checkpoint2.pt"]  # nothing ran, nothing written
 
@@ -141,8 +145,8 @@ def test_never_overwrites_an_input(tmp_path, monkeypatch, name):
     if name == "hardlink":
         os.link(target, output)
     error = average("--inputs", tmp_path, "--num-epoch-checkpoints", 2, "--output", output)
-    assert error == (f"error: --output {output} is one of the inputs ({target}): "
-                     "choose another file")
+    assert error == (f"error: --output {output} is the input {target}: "
+                     "write the output to another file")
     assert target.read_bytes() == before
 
 

@@ -181,6 +181,7 @@ def start_launcher(tmp_path, failing_rank):
                             text=True)
 
 
+@pytest.mark.slow
 def test_launcher_propagates_the_first_failure_and_stops_the_other_ranks(tmp_path):
     proc = start_launcher(tmp_path, failing_rank=1)
     out, err = proc.communicate(timeout=60)
@@ -189,6 +190,7 @@ def test_launcher_propagates_the_first_failure_and_stops_the_other_ranks(tmp_pat
     assert "[rank 0] rank 0 got signal 15" in out and "[rank 2] rank 2 got signal 15" in out
 
 
+@pytest.mark.slow
 def test_launcher_forwards_sigterm_to_every_rank(tmp_path):
     proc = start_launcher(tmp_path, failing_rank=-1)
     ready, deadline = 0, time.monotonic() + 60

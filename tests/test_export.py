@@ -299,7 +299,7 @@ def test_never_overwrites_its_input(trained, corpus, tmp_path, name):
     if name == "hardlink":
         os.link(source, output)
     message = run_export(source, output, "--data", corpus.bin)
-    assert message == f"error: {output} is the input {source}: write the export to another file"
+    assert message == f"error: {output} is the input {source}: write the output to another file"
     assert source.read_bytes() == trained.read_bytes()
 
 
@@ -310,8 +310,12 @@ def test_never_overwrites_the_dictionary(trained, corpus, tmp_path):
         (data / name).write_bytes((corpus.bin / name).read_bytes())
     message = run_export(trained, data / "dict.en.txt", "--data", data)
     assert message == (f"error: {data / 'dict.en.txt'} is the input {data / 'dict.en.txt'}: "
-                       "write the export to another file")
+                       "write the output to another file")
     assert (data / "dict.en.txt").read_bytes() == (corpus.bin / "dict.en.txt").read_bytes()
+
+
+# how pickle names the builtin open (io.open on Python 3.11, _io.open on 3.12)
+OPEN = f"{open.__module__}.{open.__qualname__}"
 
 
 class RunsCode:
@@ -329,6 +333,12 @@ def test_a_checkpoint_carrying_code_runs_nothing(trained, corpus, tmp_path):
     state["extra_state"]["payload"] = RunsCode(tmp_path / "ran")
     torch.save(state, tmp_path / "in.pt")
     message = run_export(tmp_path / "in.pt", tmp_path / "out.pt", "--data", corpus.bin)
-    assert message.startswith(f"error: checkpoint {tmp_path / 'in.pt'} holds io.open, which "
+    assert message.startswith(f"error: checkpoint {tmp_path / 'in.pt'} holds {OPEN}, which "
                               "the safe loader does not allow")
     assert os.listdir(tmp_path) == ["in.pt"]
+
+
+def test_a_missing_output_directory(trained, corpus, tmp_path):
+    message = run_export(trained, tmp_path / "no" / "out.pt", "--data", corpus.bin)
+    assert message == f"error: {tmp_path / 'no' / 'out.pt'}: directory {tmp_path / 'no'} does not exist"
+    assert os.listdir(tmp_path) == []

@@ -6,6 +6,7 @@ few updates of fairseq-hydra-train with the plugin train on a tiny synthetic cor
 import dataclasses
 import os
 import random
+import shlex
 import subprocess
 import sys
 from argparse import Namespace
@@ -23,6 +24,7 @@ from omegaconf import OmegaConf
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, as --user-dir does)
 
 from support import BIN, ROOT, USER_DIR, run_cli
+from support.tiny_model import TINY_TRANSFORMER
 
 CONFIG_DIR = ROOT / "examples" / "translation" / "config"
 RECIPES = {"iwslt14": "train-iwslt14.sh", "wmt14en2de": "train-wmt14en2de.sh",
@@ -32,15 +34,22 @@ GPU_FLAGS = {"--cpu": "--fp16"}
 
 
 def recipe_options(recipe, data, save, tmp_path):
-    """The fairseq-train arguments of ``recipe DATA SAVE``, as the recipe builds them."""
+    """The fairseq-train arguments of ``recipe DATA SAVE``, as the recipe builds them. The recipes
+    put the commands beside PYTHON first on PATH, so PYTHON is a wrapper in a folder whose
+    fairseq-train only prints its arguments."""
     stub = tmp_path / "stub-bin"
     stub.mkdir(exist_ok=True)
-    (stub / "fairseq-train").write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\0" "$a"; done\n')
-    (stub / "fairseq-train").chmod(0o755)
-    env = dict(os.environ, PATH=f"{stub}{os.pathsep}{os.environ['PATH']}", PYTHON=sys.executable)
-    out = subprocess.run(["bash", str(ROOT / "examples" / "translation" / recipe), str(data),
-                          str(save)], capture_output=True, env=env, check=True, timeout=120).stdout
-    return [GPU_FLAGS.get(arg, arg) for arg in out.decode().split("\0")[:-1]]
+    scripts = {"python": f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n',
+               "fairseq-train": '#!/bin/sh\nfor a in "$@"; do printf "%s\\0" "$a"; done\n',
+               "rdrop-text-pipeline": "#!/bin/sh\nexit 1\n"}  # only looked for
+    for name, text in scripts.items():
+        (stub / name).write_text(text)
+        (stub / name).chmod(0o755)
+    env = dict(os.environ, PYTHON=str(stub / "python"))
+    proc = subprocess.run(["bash", str(ROOT / "examples" / "translation" / recipe), str(data),
+                           str(save)], capture_output=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    return [GPU_FLAGS.get(arg, arg) for arg in proc.stdout.decode().split("\0")[:-1]]
 
 
 def train_config(args):
@@ -71,6 +80,7 @@ def model_fields(model_cfg):
     return vars(args), dataclasses.asdict(TransformerConfig.from_namespace(args))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_yaml_resolves_to_the_recipe_config(name, tmp_path):
     data, save = tmp_path / "data-bin", tmp_path / "save"
@@ -106,6 +116,20 @@ def write_tiny_corpus(folder, seed=0):
             "".join(" ".join(w.upper() for w in s) + "\n" for s in lines))
 
 
+def model_overrides(flags):
+    """Hydra's ``model.<name>=<value>`` for the model flags of a fairseq-train command line (the
+    architecture itself comes from the yaml)."""
+    overrides, i = [], 0
+    while i < len(flags):
+        name = flags[i][2:].replace("-", "_")
+        has_value = i + 1 < len(flags) and not flags[i + 1].startswith("--")
+        if name != "arch":
+            overrides.append(f"model.{name}={flags[i + 1] if has_value else 'true'}")
+        i += 2 if has_value else 1
+    return overrides
+
+
+@pytest.mark.slow
 def test_hydra_train_runs_a_few_updates_with_the_plugin(tmp_path):
     text, data, save = tmp_path / "text", tmp_path / "data-bin", tmp_path / "save"
     text.mkdir()
@@ -113,10 +137,7 @@ def test_hydra_train_runs_a_few_updates_with_the_plugin(tmp_path):
     run_cli(BIN / "fairseq-preprocess", "--source-lang", "de", "--target-lang", "en",
             "--trainpref", text / "train", "--validpref", text / "valid", "--joined-dictionary",
             "--destdir", data, "--workers", "1", timeout=120)
-    tiny = ["model.encoder_layers=1", "model.decoder_layers=1", "model.encoder_embed_dim=16",
-            "model.decoder_embed_dim=16", "model.encoder_ffn_embed_dim=32",
-            "model.decoder_ffn_embed_dim=32", "model.encoder_attention_heads=2",
-            "model.decoder_attention_heads=2"]
+    tiny = model_overrides(TINY_TRANSFORMER)
     proc = run_cli(
         BIN / "fairseq-hydra-train", "--config-dir", CONFIG_DIR, "--config-name", "multi30k",
         f"task.data={data}", f"checkpoint.save_dir={save}", f"common.user_dir={USER_DIR}",
@@ -126,3 +147,17 @@ def test_hydra_train_runs_a_few_updates_with_the_plugin(tmp_path):
     assert "rdrop_translation" in log and "label_smoothed_cross_entropy_rdrop" in log
     assert '"train_kl_loss"' in log, proc.stderr[-3000:]  # the R-Drop term was trained
     assert (save / "checkpoint_last.pt").exists()
+
+
+@pytest.mark.slow
+def test_hydra_train_reports_a_mistake_in_one_line(tmp_path):
+    """Hydra prints a job's exception as a traceback; the plugin's mistakes end in one line."""
+    missing = tmp_path / "no-such-data"
+    proc = run_cli(
+        BIN / "fairseq-hydra-train", "--config-dir", CONFIG_DIR, "--config-name", "multi30k",
+        f"task.data={missing}", f"checkpoint.save_dir={tmp_path / 'save'}",
+        f"common.user_dir={USER_DIR}", "common.fp16=false", "common.cpu=true", check=False,
+        timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == f"error: data directory {missing} does not exist"
+    assert "Traceback" not in proc.stderr

@@ -1,6 +1,9 @@
 """One input check for the text tools: rdrop-check-parallel, rdrop-text-pipeline and rdrop-sentencepiece
 report the same problem with the same single line, exit with status 1 and write nothing."""
 
+import io
+import sys
+
 import pytest
 
 from rdrop_tools import check_parallel
@@ -104,3 +107,24 @@ def test_a_lone_carriage_return_is_refused(tmp_path, capsys):
 def test_a_lone_carriage_return_is_one_error_line(tmp_path):
     lone_cr_corpus(tmp_path)
     assert_one_error(tmp_path, ["check_parallel"], LONE_CR.format(tmp_path / "c.de"))
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_on_a_terminal_only(tmp_path, monkeypatch, terminal):
+    """Long runs show the lines done and the rate on a terminal; a log stays quiet."""
+    stderr = Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    (tmp_path / "c.de").write_text("a\n" * 1000, encoding="utf-8")
+    (tmp_path / "c.en").write_text("b\n" * 1000, encoding="utf-8")
+    check_parallel.main([str(tmp_path), "c", "--langs", "de", "en"])
+    shown = stderr.getvalue()
+    if terminal:
+        assert "c.de: 1.00k lines [" in shown and " lines/s]" in shown, shown
+        assert "c.en: 1.00k lines [" in shown, shown
+    else:
+        assert shown == ""

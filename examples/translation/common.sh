@@ -6,11 +6,11 @@ SHARED_DATA=${SHARED_DATA:-$ROOT/../shared/data}
 die() { echo "error: $*" >&2; exit 1; }
 if [ -z "${PYTHON:-}" ] && [ -x "$ROOT/.venv/bin/python" ]; then PYTHON=$ROOT/.venv/bin/python; fi
 PYTHON=${PYTHON:-python3}
-_bin=$(dirname "$(command -v "$PYTHON")") || die "no Python: $PYTHON"
-export PATH="$_bin:$PATH"
+_python=$(command -v "$PYTHON") || die "no such Python: $PYTHON"
+export PATH="$(dirname "$_python"):$PATH"
 # fairseq imports --user-dir by the directory's basename: point it at the installed package.
 USER_DIR=$("$PYTHON" -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("rdrop_fairseq").origin))' 2>/dev/null) \
-  || die "rdrop_fairseq is not installed for $PYTHON (run: bash scripts/setup-venv.sh, or pip install rdrop-fairseq from this repository)"
+  || die "rdrop_fairseq is not installed for $PYTHON (run: bash scripts/setup-venv.sh, or pip install . in the repository)"
 command -v rdrop-text-pipeline > /dev/null && command -v fairseq-train > /dev/null \
   || die "the rdrop-* and fairseq-* commands are not beside $PYTHON (reinstall: bash scripts/setup-venv.sh)"
 if [ "$($PYTHON -c 'import torch; print(int(torch.cuda.is_available()))')" = 1 ]; then

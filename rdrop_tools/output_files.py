@@ -1,0 +1,52 @@
+"""A tool's output file: never one of its inputs, written whole or not at all."""
+
+import os
+import tempfile
+
+
+def same_file(a, b):
+    """Whether paths ``a`` and ``b`` name one file (by real path, or a hard link)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+def output_problem(output, inputs):
+    """Why ``output`` cannot be written, in one line, or None: its folder must exist, and it
+    must be neither a folder nor one of ``inputs``."""
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        return f"{output}: directory {folder} does not exist"
+    if os.path.isdir(output):
+        return f"{output} is a directory: name the file to write"
+    for path in inputs:
+        if same_file(path, output):
+            return f"{output} is the input {path}: write the output to another file"
+    return None
+
+
+def temporary_beside(output):
+    """A new empty file (fd, path) in ``output``'s folder, to be renamed into place."""
+    return tempfile.mkstemp(prefix=os.path.basename(output) + ".",
+                            dir=os.path.dirname(os.path.abspath(output)))
+
+
+def set_default_permissions(path, mode=0o666):
+    """``mode`` less the umask, as ``open`` would have created the file (mkstemp makes 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
+def write_atomically(output, write):
+    """Call ``write(f)`` on a binary file beside ``output``, then rename it into place; on any
+    failure nothing is left."""
+    fd, part = temporary_beside(output)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        set_default_permissions(part)
+        os.replace(part, output)
+    except BaseException:
+        os.remove(part)
+        raise
