@@ -216,3 +216,32 @@ def test_bad_input_fails_with_one_clear_line_and_touches_nothing(bad_inputs, nam
     if name == "loss turns non-finite":  # fairseq's dump of the failing state, beside them
         assert after.pop("crash.pt") and "crash.pt" not in before
     assert after == before  # the existing checkpoints (and the corrupt one) are untouched
+
+
+# -- the checks themselves, without a training run ----------------------------------------------
+
+
+def binarized(folder, split, lang, sentences):
+    """``folder/split.de-en.lang.{bin,idx}`` holding ``sentences`` one-token sentences."""
+    prefix = str(folder / f"{split}.de-en.{lang}")
+    builder = indexed_dataset.MMapIndexedDatasetBuilder(prefix + ".bin", dtype=np.uint16)
+    for _ in range(sentences):
+        builder.add_item(torch.tensor([4, 2], dtype=torch.int64))
+    builder.finalize(prefix + ".idx")
+
+
+@pytest.mark.parametrize("de, en, message", [
+    (3, 2, r"the de side holds 3 sentences and the en side 2"),
+    (0, 0, r"the 'train' split in .* holds no sentences"),
+    (3, 3, None)])
+def test_split_checks(tmp_path, de, en, message):
+    from rdrop_fairseq.data_checks import check_split
+    from rdrop_fairseq.errors import UsageError
+
+    binarized(tmp_path, "train", "de", de)
+    binarized(tmp_path, "train", "en", en)
+    if message is None:
+        check_split(str(tmp_path), "train", "de", "en")
+        return
+    with pytest.raises(UsageError, match=message):
+        check_split(str(tmp_path), "train", "de", "en")
