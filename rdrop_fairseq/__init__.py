@@ -22,4 +22,4 @@ from . import checkpoint_loading, criterion, fairseq_fixes, task  # noqa: E402,F
 checkpoint_loading.install()
 fairseq_fixes.apply()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -34,48 +34,11 @@ import rdrop_fairseq  # noqa: F401  (registers the task and criterion, installs 
 from rdrop_fairseq.criterion import LabelSmoothedCrossEntropyRDropCriterion as RDrop
 from rdrop_fairseq.errors import UsageError
 from rdrop_tools import train_distributed
-from support import BIN, USER_DIR, run_cli
-from support.tiny_model import TINY_TRANSFORMER as TINY
+from support import BIN, run_cli
 from support.tiny_model import build
+from support.training import curve, last_state, output, train_args
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-def train_args(data, save_dir, max_update, *extra):
-    return [
-        data, "--user-dir", USER_DIR, "--task", "rdrop_translation",
-        "--criterion", "label_smoothed_cross_entropy_rdrop", "--rdrop-alpha", "5",
-        "--label-smoothing", "0.1", "-s", "de", "-t", "en", *TINY,
-        "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
-        "--warmup-updates", "4", "--clip-norm", "1", "--max-tokens", "2000",
-        "--max-update", str(max_update), "--seed", "3", "--num-workers", "0",
-        "--save-dir", save_dir, "--no-epoch-checkpoints",
-        "--log-format", "simple", "--log-interval", "1", "--no-progress-bar", "--cpu", *extra,
-    ]
-
-
-INNER = re.compile(r"train_inner \| epoch (\d+):.*? loss=([^,\s]+), nll_loss=([^,\s]+), "
-                   r"kl_loss=([^,\s]+),.*?num_updates=(\d+)")
-
-
-def curve(log):
-    """{update: (epoch, loss, nll_loss, kl_loss)} from the train_inner lines, as logged."""
-    return {int(m[5]): (int(m[1]), m[2], m[3], m[4]) for m in INNER.finditer(log)}
-
-
-def output(proc):
-    return proc.stdout + proc.stderr
-
-
-def params(save_dir):
-    return checkpoint_utils.load_checkpoint_to_cpu(str(save_dir / "checkpoint_last.pt"))
-
-
-def launcher():
-    """The installed rdrop-train-distributed command (the module while it is not installed)."""
-    command = BIN / "rdrop-train-distributed"
-    return [command] if command.exists() else [sys.executable, "-m",
-                                                "rdrop_tools.train_distributed"]
 
 
 SEEDED_ENTRY = '''"""fairseq-train whose dropout masks depend on (update, batch) only, not on the RNG history
@@ -103,7 +66,7 @@ def test_two_gloo_processes_match_one_process_with_update_freq_2(data_bin, tmp_p
     args = lambda save: train_args(data_bin, save, 8, "--disable-validation")  # noqa: E731
     single = output(run_cli(sys.executable, entry, *args(tmp_path / "one"), "--update-freq", "2",
                             env=ONE_THREAD))
-    ddp = run_cli(*launcher(), "--nproc", "2",
+    ddp = run_cli(BIN / "rdrop-train-distributed", "--nproc", "2",
                   "--entry", f"{shlex.quote(sys.executable)} {shlex.quote(str(entry))}",
                   "--", *args(tmp_path / "two"), env=ONE_THREAD)
     ddp_log = output(ddp)
@@ -117,7 +80,7 @@ def test_two_gloo_processes_match_one_process_with_update_freq_2(data_bin, tmp_p
             assert abs(float(a) - float(b)) <= 1.5e-3, (update, one[update], two[update])
     assert all(float(two[u][3]) > 0 for u in two)  # the KL term is there and reduced
 
-    p1, p2 = params(tmp_path / "one"), params(tmp_path / "two")
+    p1, p2 = last_state(tmp_path / "one"), last_state(tmp_path / "two")
     assert p2["optimizer_history"][-1]["num_updates"] == 8
     diff = max((p1["model"][k] - p2["model"][k]).abs().max().item() for k in p1["model"])
     print(f"2 ranks vs --update-freq 2: max |param difference| = {diff}")
@@ -176,7 +139,7 @@ def start_launcher(tmp_path, failing_rank):
     script = tmp_path / "fake_rank.py"
     script.write_text(FAKE_RANK)
     entry = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {failing_rank}"
-    return subprocess.Popen([*map(str, launcher()), "--nproc", "3", "--entry", entry,
+    return subprocess.Popen([str(BIN / "rdrop-train-distributed"), "--nproc", "3", "--entry", entry,
                              "--", "--cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 

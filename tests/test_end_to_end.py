@@ -2,7 +2,6 @@
 resume, generate every test sentence, score with rdrop-evaluate, plot with rdrop-plot-logs."""
 
 import json
-import sys
 
 import pytest
 
@@ -10,12 +9,6 @@ import rdrop_fairseq  # noqa: F401  (applies the fairseq fixes)
 from rdrop_tools.training_logs import read_fairseq_log
 from support import BIN, USER_DIR, run_cli
 from support.tiny_model import TINY_TRANSFORMER as TINY
-
-
-def tool(command, module):
-    """An installed rdrop-* command (its module while the package is not reinstalled)."""
-    path = BIN / command
-    return [path] if path.exists() else [sys.executable, "-m", module]
 
 
 def train_args(data, save_dir, max_update, *extra):
@@ -86,7 +79,7 @@ def test_generate_emits_every_sentence_and_scores(trained, data_bin, subset, n, 
     assert ids == list(range(n))
     log = tmp_path / "gen.log"
     log.write_text(gen.stdout)
-    scores = json.loads(run_cli(*tool("rdrop-evaluate", "rdrop_tools.evaluate"),
+    scores = json.loads(run_cli(BIN / "rdrop-evaluate",
                                 "--generate-log", log, "--json").stdout)
     assert 0 <= scores["bleu"] <= 100 and scores["signature"].startswith("nrefs:1")
 
@@ -101,8 +94,8 @@ def test_plot_logs_reads_fairseq_json_logs(trained, tmp_path):
     assert all("kl_loss" in r for r in records["train"]) and records["valid"]
     assert all("kl_loss" not in r for r in records["valid"])
     out = tmp_path / "curves.png"
-    plot_logs = tool("rdrop-plot-logs", "rdrop_tools.plot_logs")
-    run_cli(*plot_logs, "--run", f"rdrop={log}", "--out", out)
+    plot_logs = BIN / "rdrop-plot-logs"
+    run_cli(plot_logs, "--run", f"rdrop={log}", "--out", out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    bad = run_cli(*plot_logs, "--run", f"x={tmp_path / 'none'}", "--out", out, check=False)
+    bad = run_cli(plot_logs, "--run", f"x={tmp_path / 'none'}", "--out", out, check=False)
     assert bad.returncode != 0 and bad.stderr.strip().startswith("error:")

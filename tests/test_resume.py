@@ -18,7 +18,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 
 import pytest
@@ -26,40 +25,10 @@ import torch
 from fairseq import checkpoint_utils
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, installs the loader)
-from support import BIN, USER_DIR, run_cli
-from support.tiny_model import TINY_TRANSFORMER as TINY
+from support import BIN, run_cli
+from support.training import curve, last_state, output, train_args
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # a 16-dim model: threads only add contention
-
-
-def train_args(data, save_dir, max_update, *extra):
-    return [
-        data, "--user-dir", USER_DIR, "--task", "rdrop_translation",
-        "--criterion", "label_smoothed_cross_entropy_rdrop", "--rdrop-alpha", "5",
-        "--label-smoothing", "0.1", "-s", "de", "-t", "en", *TINY,
-        "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
-        "--warmup-updates", "4", "--clip-norm", "1", "--max-tokens", "2000",
-        "--max-update", str(max_update), "--seed", "3", "--num-workers", "0",
-        "--save-dir", save_dir, "--no-epoch-checkpoints",
-        "--log-format", "simple", "--log-interval", "1", "--no-progress-bar", "--cpu", *extra,
-    ]
-
-
-INNER = re.compile(r"train_inner \| epoch (\d+):.*? loss=([^,\s]+), nll_loss=([^,\s]+), "
-                   r"kl_loss=([^,\s]+),.*?num_updates=(\d+)")
-
-
-def curve(log):
-    """{update: (epoch, loss, nll_loss, kl_loss)} from the train_inner lines, as logged."""
-    return {int(m[5]): (int(m[1]), m[2], m[3], m[4]) for m in INNER.finditer(log)}
-
-
-def output(proc):
-    return proc.stdout + proc.stderr
-
-
-def last_state(save_dir):
-    return checkpoint_utils.load_checkpoint_to_cpu(str(save_dir / "checkpoint_last.pt"))
 
 
 def tensors_equal(a, b):
@@ -146,18 +115,11 @@ def test_same_seed_gives_the_same_loss_curve_twice(baseline, data_bin, tmp_path)
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
-def launcher():
-    """The installed rdrop-train-distributed command (the module while it is not installed)."""
-    command = BIN / "rdrop-train-distributed"
-    return [command] if command.exists() else [sys.executable, "-m",
-                                                "rdrop_tools.train_distributed"]
-
-
 def test_two_process_run_resumes_as_if_never_stopped(data_bin, tmp_path):
     """2 processes (gloo, CPU), dropout 0: 8 updates in one go, and 4 + 4 from checkpoint_last.pt
     (rank 0 loads it and broadcasts the state, config included, to rank 1)."""
     def train(save, updates):
-        return output(run_cli(*launcher(), "--nproc", "2", "--", *train_args(
+        return output(run_cli(BIN / "rdrop-train-distributed", "--nproc", "2", "--", *train_args(
             data_bin, save, updates, "--dropout", "0", "--disable-validation"), env=ONE_THREAD,
             timeout=600))
 

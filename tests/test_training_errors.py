@@ -14,24 +14,7 @@ import torch
 from fairseq.data import indexed_dataset
 
 from support import BIN, USER_DIR, run_cli
-from support.tiny_model import TINY_TRANSFORMER as TINY
-
-
-def train_args(data, save_dir, max_update, *extra, alpha="5"):
-    return [
-        data, "--user-dir", USER_DIR, "--task", "rdrop_translation",
-        "--criterion", "label_smoothed_cross_entropy_rdrop", "--rdrop-alpha", alpha,
-        "--label-smoothing", "0.1", "-s", "de", "-t", "en", *TINY,
-        "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
-        "--warmup-updates", "4", "--clip-norm", "1", "--max-tokens", "2000",
-        "--max-update", str(max_update), "--seed", "3", "--num-workers", "0",
-        "--save-dir", save_dir, "--no-epoch-checkpoints",
-        "--log-format", "simple", "--log-interval", "1", "--no-progress-bar", "--cpu", *extra,
-    ]
-
-
-def output(proc):
-    return proc.stdout + proc.stderr
+from support.training import output, train_args
 
 
 def last_line(text):
