@@ -95,13 +95,3 @@ def default_backend(logits):
     except ImportError:
         return "torch"
     return "triton"
-
-
-def finish_forward(ctx, saved, loss, nll, kl, **attributes):
-    """The end of either implementation's forward: keeps the tensors ``saved`` and the
-    ``attributes`` for the backward; ``nll`` and ``kl`` are for logging, without gradient."""
-    ctx.save_for_backward(*saved)
-    for name, value in attributes.items():
-        setattr(ctx, name, value)
-    ctx.mark_non_differentiable(nll, kl)
-    return loss, nll, kl

@@ -13,8 +13,6 @@ to 0, their gradient to 0), and ``grad_output`` stays a device tensor: the host 
 import torch
 from torch.autograd.function import once_differentiable
 
-from .loss import finish_forward
-
 #: Rows of each copy per chunk on CPU: small enough that a chunk's fp32 temporaries stay in cache,
 #: large enough to amortise the per-op overhead.
 CHUNK_ROWS = 32
@@ -93,8 +91,10 @@ class TorchTrainingLoss(torch.autograd.Function):
         if not c.simcut:
             kl.mul_(0.5)
         loss = c.nll_weight * nll + c.smoothing * smooth + c.alpha * kl
-        return finish_forward(ctx, (logits, pairs, target, mask), loss, nll, kl,
-                              coefficients=c, chunk_rows=chunk_rows)
+        ctx.save_for_backward(logits, pairs, target, mask)
+        ctx.coefficients, ctx.chunk_rows = c, chunk_rows
+        ctx.mark_non_differentiable(nll, kl)  # for logging
+        return loss, nll, kl
 
     @staticmethod
     @once_differentiable

@@ -22,8 +22,6 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from .loss import finish_forward
-
 #: Largest vocabulary block one step of a program holds (two rows of it, in fp32 registers). The
 #: vocabulary size itself is a compile-time constant of the kernels (VOCAB): one compilation per
 #: model, and loop bounds the compiler knows.
@@ -211,12 +209,14 @@ class TritonTrainingLoss(torch.autograd.Function):
                 SIMCUT=c.simcut, BLOCK=block, num_warps=_num_warps(block),
             )
         loss, nll, kl = (row.sum() for row in stats)  # separate tensors, not views of one
-        return finish_forward(ctx, (logits, target, keep, saved), loss, nll, kl,
-                              coefficients=c, block=block)
+        ctx.coefficients, ctx.block = c, block
+        ctx.save_for_backward(logits, target, keep, saved)
+        ctx.mark_non_differentiable(nll, kl)  # for logging
+        return loss, nll, kl
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_loss, _grad_nll, _grad_kl):
+    def backward(ctx, grad_loss, *_logging_grads):
         c, block = ctx.coefficients, ctx.block
         logits, target, keep, saved = ctx.saved_tensors
         n = target.numel()
