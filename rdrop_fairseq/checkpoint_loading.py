@@ -15,9 +15,10 @@ ranks, which also holds fairseq's omegaconf configuration: :data:`BROADCAST_GLOB
 docs/reliability.md lists every path. This is apart from the fairseq bug fixes and has its own
 switch: only ``RDROP_TRUST_CHECKPOINTS`` changes it.
 
-A torch that cannot load with an allowlist (no ``torch.serialization.safe_globals``: older than
-2.5) loads the files with the full unpickler (its own default), and the start-up line says so,
-once; a checkpoint is never blamed for a missing torch API.
+A torch that cannot load with this allowlist (older than 2.5: no
+``torch.serialization.safe_globals``; 2.5: its unpickler refuses the ``(function, name)``
+entries) loads the files with the full unpickler (its own default), and the start-up line says
+so, once; a checkpoint is never blamed for a missing torch API.
 """
 
 import argparse

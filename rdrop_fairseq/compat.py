@@ -5,9 +5,10 @@ bridges.
   ``fairseq-fixed``, ``ve-fairseq``, ...): :func:`check_fairseq` fails in one line otherwise.
 - fairseq 0.12.2's ``FairseqTask.build_criterion(self, cfg)`` has no ``from_checkpoint``
   argument (fairseq main has): :func:`build_criterion` calls either.
-- torch older than 2.5 has no ``torch.serialization.safe_globals``/``get_safe_globals``, so it
-  cannot load with an allowlist (:func:`torch_can_load_safely`); checkpoints then load with the
-  full unpickler and the start-up line says so.
+- torch older than 2.5 has no ``torch.serialization.safe_globals``/``get_safe_globals``
+  (:func:`torch_can_load_safely`), and torch 2.5's refuses the allowlist's ``(function, name)``
+  entries: both load checkpoints with the full unpickler, and the start-up line says so. Safe
+  loading needs torch >= 2.6.
 """
 
 import importlib
@@ -69,7 +70,7 @@ def build_criterion(parent_build_criterion, cfg, from_checkpoint=False):
 
 
 def torch_can_load_safely():
-    """Whether this torch has the allowlist API the safe loader needs (torch >= 2.5)."""
+    """Whether this torch has the allowlist API at all (torch >= 2.5; the loader also probes it)."""
     import torch
 
     serialization = torch.serialization
