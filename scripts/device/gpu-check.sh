@@ -9,6 +9,9 @@
 # importable, the plugin and fairseq are first installed from the carried wheels in .whl/
 # (fetch-wheels.sh, install.sh). GPU_CHECK_DRY_RUN=1 runs every part once on the CPU at tiny sizes.
 # Usage: bash scripts/device/gpu-check.sh   (PYTHON: the Python with the machine's torch)
+# On a CUDA machine without network that receives this checkout with the ignored .whl/ carried
+# (bash scripts/device/fetch-wheels.sh here first), with a 360 s limit:
+#   set -o pipefail; bash scripts/device/gpu-check.sh 2>&1 | tee $OUT/log
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
