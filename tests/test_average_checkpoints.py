@@ -9,6 +9,7 @@ import torch
 
 from rdrop_tools import average_checkpoints
 from support import BIN, run_cli
+from support.crafted import OPEN, RunsCode
 
 
 def average(*args):
@@ -31,20 +32,6 @@ def save_epochs(folder, epochs=6, size=2):
 
 def files(folder):
     return sorted(p.name for p in folder.iterdir())
-
-
-# how pickle names the builtin open (io.open on Python 3.11, _io.open on 3.12)
-OPEN = f"{open.__module__}.{open.__qualname__}"
-
-
-class RunsCode:
-    """Unpickling this creates the file ``path``: a stand-in for code hidden in a checkpoint."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return open, (self.path, "w")
 
 
 def test_averages_last_epoch_checkpoints(tmp_path):

@@ -12,6 +12,7 @@ import torch
 from rdrop_tools import export_checkpoint
 from support import corpus as synthetic_corpus
 from support import BIN, USER_DIR, run_cli
+from support.crafted import OPEN, RunsCode
 
 EXPORT = BIN / "rdrop-export"
 TEST_SENTENCES = 200
@@ -312,20 +313,6 @@ def test_never_overwrites_the_dictionary(trained, corpus, tmp_path):
     assert message == (f"error: {data / 'dict.en.txt'} is the input {data / 'dict.en.txt'}: "
                        "write the output to another file")
     assert (data / "dict.en.txt").read_bytes() == (corpus.bin / "dict.en.txt").read_bytes()
-
-
-# how pickle names the builtin open (io.open on Python 3.11, _io.open on 3.12)
-OPEN = f"{open.__module__}.{open.__qualname__}"
-
-
-class RunsCode:
-    """Unpickling this creates the file ``path``: a stand-in for code hidden in a checkpoint."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return open, (self.path, "w")
 
 
 def test_a_checkpoint_carrying_code_runs_nothing(trained, corpus, tmp_path):

@@ -1,6 +1,7 @@
 """What the tests share: paths, the real corpora, running a command-line tool; the synthetic
 corpus (corpus.py), the tiny Transformer (tiny_model.py) and the float64 loss reference
-(loss_reference.py) beside it. Tests import from here, never from one another or conftest."""
+(loss_reference.py), fairseq-train runs (training.py) and a code-carrying pickle
+(crafted.py) beside it. Tests import from here, never from one another or conftest."""
 
 import os
 import subprocess
