@@ -24,6 +24,7 @@ so, once; a checkpoint is never blamed for a missing torch API.
 import argparse
 import collections
 import functools
+import inspect
 import io
 import logging
 import os
@@ -132,7 +133,7 @@ def load_checkpoint_file(f, map_location=None, *args, extra_globals=(), **kwargs
 
 
 def _full_load(f, map_location, args, kwargs, extra_globals):
-    if "weights_only" in _load_parameters():
+    if "weights_only" in inspect.signature(torch.load).parameters:  # torch >= 1.13
         kwargs = dict(kwargs, weights_only=False)
     return torch.load(f, map_location, *args, **kwargs)
 
@@ -143,11 +144,6 @@ def _safe_load(f, map_location, args, kwargs, extra_globals):
     with torch.serialization.safe_globals(allowed):
         return torch.load(f, map_location, *args, weights_only=True, **kwargs)
 
-
-def _load_parameters():
-    import inspect
-
-    return inspect.signature(torch.load).parameters
 
 
 def unreadable_checkpoint(path, exc):

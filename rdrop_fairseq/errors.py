@@ -1,10 +1,10 @@
 """One clear line, not a traceback, for mistakes the plugin can attribute to its user.
 
-Such mistakes are raised as :class:`UsageError` (a ``ValueError``). Command-line entry points
-(fairseq's command lines with the plugin as ``--user-dir``, and the rdrop-* tools) call
-:func:`install_excepthook`: an uncaught ``UsageError`` is then printed as ``error: <message>``
-with exit status 1; ``RDROP_TRACEBACK=1`` shows the traceback as well. Every other exception
-keeps Python's traceback. A plain ``import rdrop_fairseq`` leaves ``sys.excepthook`` alone.
+Such mistakes are raised as :class:`UsageError` (a ``ValueError``). When fairseq's command lines
+import the plugin (``--user-dir``), it calls :func:`install_excepthook`: an uncaught
+``UsageError`` is then printed as ``error: <message>`` with exit status 1; ``RDROP_TRACEBACK=1`` shows the traceback as well. Every other exception
+keeps Python's traceback. A plain ``import rdrop_fairseq`` leaves ``sys.excepthook`` alone; the
+rdrop-* tools catch the errors they expect and print their one line themselves.
 """
 
 import os
