@@ -6,7 +6,7 @@ import torch
 
 # Triton decides when it is imported whether kernels are compiled or interpreted. Without a GPU
 # they can only be interpreted, so the whole session interprets them (tests/test_triton_loss.py);
-# with one, tests/test_cuda_loss.py runs them compiled.
+# with one, the tests marked ``cuda`` run them compiled.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -18,6 +18,8 @@ from support import corpus as synthetic_corpus  # noqa: E402
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: runs command-line tools or trains (deselect with -m 'not slow')")
+    config.addinivalue_line(
+        "markers", "cuda: needs a CUDA GPU; scripts/device/gpu-check.sh runs them (-m cuda)")
 
 
 def pytest_collection_modifyitems(items):

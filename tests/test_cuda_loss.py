@@ -44,6 +44,7 @@ DEVICE = os.environ.get("RDROP_TEST_DEVICE", "cuda")
 ON_CPU = DEVICE == "cpu"
 
 pytestmark = [
+    pytest.mark.cuda,
     pytest.mark.skipif(not ON_CPU and not torch.cuda.is_available(), reason="needs a CUDA GPU"),
     pytest.mark.skipif(ON_CPU and os.environ.get("TRITON_INTERPRET") != "1",
                        reason="RDROP_TEST_DEVICE=cpu needs TRITON_INTERPRET=1"),

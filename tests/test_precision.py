@@ -40,6 +40,7 @@ def test_bf16_on_cpu_trains_with_finite_loss(data_bin, tmp_path):
     assert all(torch.equal(t, t.bfloat16().float()) for t in model.values())  # a bf16 model
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("flag", ["--fp16", "--bf16"])
 def test_half_precision_on_cuda_trains_with_finite_loss(data_bin, tmp_path, flag):

@@ -30,7 +30,7 @@ from rdrop_fairseq.loss import training_loss  # noqa: E402
 
 if not isinstance(triton_loss._rdrop_forward_kernel, InterpretedFunction):
     pytest.skip("the kernels are compiled in this process (conftest.py interprets them only "
-                "without a GPU): tests/test_cuda_loss.py tests them on the GPU",
+                "without a GPU): the tests marked cuda run them on the GPU",
                 allow_module_level=True)
 
 pytestmark = [
