@@ -33,15 +33,12 @@
 # - as train-iwslt14.sh (lr 5e-4, inverse_sqrt, --max-tokens 4096: 136 updates an epoch here,
 #   label smoothing 0.1, weight decay 1e-4) but 300 warm-up updates instead of 4 000 (the budget
 #   is 1 200).
-# - --max-update 1200 for every run, an ESTIMATE, not a measurement: fairseq quotes ~40k target
-#   tokens/s per V100 with --fp16 for transformer_wmt_en_de (fairseq issue #940); this model needs
-#   ~60% of its work per token and an H100 is 2-3x a V100, but 3 300-token Multi30k batches keep a
-#   step launch-bound, so we assume ~25 updates/s for the baseline and ~10 for R-Drop (twice the
-#   rows) with the three sharing the GPU: ~2 min of R-Drop training plus 9 validations (~3 s
-#   each). With the wheels' install (~30 s), start-up (~15 s) and test decoding and scoring
-#   (~40 s), about 4 minutes. --stop-time-hours 0.055 stops any run at 3.3 minutes so the whole
-#   stays under 5; results.json's equal_updates says whether that happened (then the runs are
-#   not comparable at equal updates: lower --max-update from the logged wps).
+# - --max-update 1200 for every run: measured on one H200 (results/multi30k-gpu), the three
+#   concurrent runs did 1 200 updates in 175-177 s each (about 27k target tokens/s per run) and
+#   the whole experiment took 229 s, after about 30 s of installing the wheels. --stop-time-hours
+#   0.055 stops any run at 3.3 minutes so the whole stays under 5 on a slower GPU; results.json's
+#   equal_updates says whether that happened (then the runs are not comparable at equal updates:
+#   lower --max-update from the logged wps).
 #
 # Prepare here, once (the corpus: ../shared/data/multi30k-de-en or --data; a 14 MB data-bin and
 # about 25 MB of wheels, well under the 64 MiB a device run may carry):
