@@ -24,7 +24,9 @@ mkdir -p "$dest.tmp"
 antlr=$(grep -i '^antlr4-python3-runtime==' "$root/requirements/lock.txt")
 pip wheel -q --no-deps -w "$dest.tmp" "$antlr"
 # what pip would install in an empty CPython 3.12, from the wheels of PyPI and the one above
-pip install -q --dry-run --ignore-installed --report "$dest.tmp/report.json" "${target[@]}" \
+# (--target: pip before 24 takes the platform options only with it; a dry run writes nothing)
+pip install -q --dry-run --ignore-installed --target "$dest.tmp/target" --report "$dest.tmp/report.json" \
+    "${target[@]}" \
     --find-links "$dest.tmp" -c "$root/requirements/lock.txt" "$root[fairseq]"
 "$python" - "$dest.tmp/report.json" $machine_has > "$dest.tmp/wheels.txt" <<'EOF'
 import json, re, sys
