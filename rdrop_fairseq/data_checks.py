@@ -125,5 +125,6 @@ def check_max_tokens(dataset, split, max_tokens, max_positions, ignore_invalid_i
     if longest > max_tokens:
         raise UsageError(
             f"sentence {int(indices[int(tokens.argmax())])} of '{split}' has {longest} tokens, "
-            f"more than {flag} {max_tokens}: raise it to at least {longest}, or skip such "
-            "sentences with --skip-invalid-size-inputs-valid-test")
+            f"more than {flag} {max_tokens}: raise it to at least {longest} "
+            "(--skip-invalid-size-inputs-valid-test skips only sentences longer than "
+            "--max-source-positions/--max-target-positions, not these)")

@@ -15,8 +15,11 @@ is parsed, no file written), acts only then, and logs once at INFO level what it
   without ``torch_xla``; those flags are cleared, so bf16 trains on CUDA or, with ``--cpu``, the CPU.
 - ``--fp16``/``--amp`` on a machine without CUDA: one line before any work (fairseq fails
   in its optimizer after loading the data).
-- Crash-safe ``checkpoint_last.pt``: fairseq copies each new checkpoint over
-  ``checkpoint_last.pt`` in place; the copy now goes to ``<name>.tmp`` and is renamed.
+- Exact resume in any epoch, dictionary fingerprints in checkpoints, one-line resume and data
+  errors: :mod:`.resume`, :mod:`.dictionary_check`, :mod:`.data_errors`, installed from
+  :func:`apply`.
+- Checkpoints whole or absent, preemption, safe reruns, a lock per ``--save-dir``:
+  :mod:`.checkpoint_saving`, installed from :func:`apply`.
 - A loss or gradient that turns NaN/inf stops training with one line naming the likely causes
   (fairseq raises ``FloatingPointError``); the checkpoints already saved are left as they were.
 """
@@ -25,7 +28,6 @@ import functools
 import importlib.util
 import logging
 import os
-import tempfile
 
 import fairseq
 import numpy as np
@@ -46,6 +48,13 @@ MARK = "_rdrop_fairseq_fix"  # set on everything apply() installs
 
 def _applied(obj):
     return getattr(obj, MARK, None) is not None
+
+
+def _installed(function, name):
+    """Whether the change ``name`` wraps ``function`` (perhaps under other changes)."""
+    while function is not None and getattr(function, MARK, None) != name:
+        function = getattr(function, "__wrapped__", None)
+    return function is not None
 
 
 _logged = set()
@@ -157,38 +166,6 @@ def _precision_checked(call_main):
     return wrapper
 
 
-# -- crash-safe checkpoint_last.pt --------------------------------------------------------------
-
-
-def _copies_in_place(path_manager):
-    with tempfile.TemporaryDirectory() as folder:
-        new, old = os.path.join(folder, "new"), os.path.join(folder, "old")
-        for path in (new, old):
-            open(path, "wb").close()
-        inode = os.stat(old).st_ino
-        path_manager.copy(new, old, overwrite=True)
-        return os.stat(old).st_ino == inode
-
-
-_copy_in_place = _probe_once(lambda: _copies_in_place(PathManager))
-
-
-class _AtomicCopyPathManager(PathManager):
-    """``PathManager`` as ``fairseq.checkpoint_utils`` sees it: local copies replace atomically
-    (where fairseq's copy writes in place, checked at the first copy)."""
-
-    @staticmethod
-    def copy(src_path, dst_path, overwrite=False):
-        if not PathManager.supports_rename(dst_path) or not _copy_in_place():
-            return PathManager.copy(src_path, dst_path, overwrite=overwrite)
-        _log_once("atomic copy", "checkpoints are copied to <name>.tmp and renamed, not "
-                  "copied over checkpoint_last.pt in place")
-        tmp = dst_path + ".tmp"
-        PathManager.copy(src_path, tmp, overwrite=True)
-        os.replace(tmp, dst_path)
-        return True
-
-
 # -- a loss or gradient that turns NaN/inf ------------------------------------------------------
 
 NON_FINITE = ("gradients are Nan/Inf", "Minimum loss scale reached")
@@ -261,13 +238,19 @@ def apply():
         changed.append(_set(distributed_utils, "call_main",
                             _precision_checked(distributed_utils.call_main),
                             "--bf16 without TPU, --fp16 without CUDA"))
-    if not _applied(cu.PathManager):
-        changed.append(_set(cu, "PathManager", _AtomicCopyPathManager,
-                            "atomic copy to checkpoint_last.pt"))
     if not _applied(trainer.Trainer.train_step):
         changed.append(_set(trainer.Trainer, "train_step",
                             _non_finite_in_one_line(trainer.Trainer.train_step),
                             "non-finite loss in one line"))
+    from . import data_errors, dictionary_check, resume  # noqa: E402 (their own modules)
+
+    for owner, attribute, fix, name in (
+            resume.fixes() + dictionary_check.fixes() + data_errors.fixes()):
+        if not _installed(getattr(owner, attribute), name):
+            changed.append(_set(owner, attribute, fix(getattr(owner, attribute)), name))
+    from . import checkpoint_saving  # noqa: E402 (its own module)
+
+    changed += checkpoint_saving.apply()
     if changed:
         logger.info("changes to fairseq %s (each where fairseq needs it; %s=1 turns them off): %s",
                     fairseq.__version__, NO_FIXES, ", ".join(changed))

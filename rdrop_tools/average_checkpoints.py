@@ -45,6 +45,9 @@ def load(path):
     """A checkpoint's state, loaded under the plugin's loading policy."""
     from rdrop_fairseq.checkpoint_loading import load_checkpoint_file
 
+    if os.path.isdir(path):
+        raise AverageError(f"{path} is a directory, not a checkpoint (a save dir needs "
+                           "--num-epoch-checkpoints or --num-update-checkpoints)")
     if not os.path.isfile(path):
         raise AverageError(f"no such checkpoint: {path}")
     state = load_checkpoint_file(path, map_location="cpu")  # a UsageError (ValueError) says why
@@ -88,6 +91,10 @@ def main(argv=None):
     # before fairseq is imported: one of its modules sets the root logger to INFO on import
     logging.basicConfig(format="%(name)s: %(message)s", level=logging.WARNING)
     n = args.num_epoch_checkpoints or args.num_update_checkpoints
+    for flag, value in (("--num-epoch-checkpoints", args.num_epoch_checkpoints),
+                        ("--num-update-checkpoints", args.num_update_checkpoints)):
+        if value is not None and value < 1:
+            sys.exit(f"error: {flag} must be at least 1, got {value}")
     try:
         if n:
             if len(args.inputs) != 1 or not os.path.isdir(args.inputs[0]):

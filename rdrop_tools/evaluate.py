@@ -100,7 +100,11 @@ def evaluate(hyps, refs, baseline_hyps=None, tokenized=False, lang="en", raw_ref
         "tok_bleu": tokenized_bleu(tok_hyps, tok_refs),
         "compound_bleu": tokenized_bleu(compound_split(tok_hyps), compound_split(tok_refs)),
     }
-    if baseline_hyps is not None:
+    if baseline_hyps is not None and baseline_hyps == hyps:
+        # sacreBLEU counts only resamples with a *larger* difference: the same output twice
+        # would get p = 1/1001, a "significant" difference of zero
+        result["baseline_bleu"], result["p_value"] = bleu_score.score, 1.0
+    elif baseline_hyps is not None:
         test = PairedTest([("baseline", baseline_hyps), ("system", hyps)], {"BLEU": BLEU()},
                           references=[refs], test_type="bs")
         _, scores = test()

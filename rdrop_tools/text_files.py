@@ -18,6 +18,8 @@ class InputError(Exception):
 
 
 def check_exists(path):
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a directory, not a file")
     if not os.path.isfile(path):
         raise InputError(f"no such file: {path}")
 
@@ -80,6 +82,9 @@ def iter_parallel(*paths):
 def atomic_output(*paths):
     """Open ``paths`` for writing under temporary names; rename them into place on success. On
     failure nothing is left, not even the folders created for them."""
+    for path in paths:
+        if os.path.isdir(path):  # the tools' one line, wherever they write
+            sys.exit(f"error: {path} is a directory: name the file to write")
     parts = [f"{path}.part" for path in paths]
     files, created = [], []
     try:

@@ -145,3 +145,20 @@ def test_command_line_error_is_one_line(tmp_path):
                      "--num-epoch-checkpoints", 2, "--output", tmp_path / "avg.pt", check=False)
     assert (result.returncode, result.stdout, result.stderr) == (
         1, "", f"error: checkpoint {tmp_path / 'checkpoint1.pt'} is empty\n")
+
+
+@pytest.mark.parametrize("n", [-1, 0])
+def test_a_count_below_one_is_refused(tmp_path, n):
+    save_epochs(tmp_path, 3)
+    for flag in ("--num-epoch-checkpoints", "--num-update-checkpoints"):
+        error = average("--inputs", tmp_path, flag, n, "--output", tmp_path / "avg.pt")
+        assert error == f"error: {flag} must be at least 1, got {n}"
+    assert not (tmp_path / "avg.pt").exists()
+
+
+def test_a_directory_as_a_checkpoint_says_so(tmp_path):
+    save_epochs(tmp_path, 1)
+    (tmp_path / "sub").mkdir()
+    error = average("--inputs", tmp_path / "checkpoint1.pt", tmp_path / "sub",
+                    "--output", tmp_path / "avg.pt")
+    assert error.startswith(f"error: {tmp_path / 'sub'} is a directory, not a checkpoint")

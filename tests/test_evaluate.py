@@ -173,3 +173,22 @@ def test_empty_input_on_the_command_line(tmp_path):
     result = evaluate("--hyp", tmp_path / "hyp", "--ref", tmp_path / "ref", "--json")
     assert (result.returncode, result.stdout, result.stderr) == (
         1, "", f"error: {tmp_path / 'hyp'} and {tmp_path / 'ref'}: no sentences to score\n")
+
+
+def test_a_baseline_identical_to_the_system_has_p_1(plain, tmp_path):
+    """sacreBLEU's bootstrap alone gives the same output twice p = 1/1001."""
+    same = tmp_path / "same"
+    shutil.copyfile(plain / "hyp", same)
+    result = evaluate_tool.evaluate(*[evaluate_tool.read_lines(p) for p in (plain / "hyp",
+                                                                             plain / "ref")],
+                                    baseline_hyps=evaluate_tool.read_lines(same))
+    assert result["p_value"] == 1.0 and result["baseline_bleu"] == result["bleu"]
+
+
+def test_a_directory_for_a_file_says_is_a_directory(plain, tmp_path):
+    result = evaluate("--hyp", tmp_path, "--ref", plain / "ref")
+    assert (result.returncode, result.stderr.strip()) == (
+        1, f"error: {tmp_path} is a directory, not a file")
+    result = evaluate("--hyp", plain / "hyp", "--ref", plain / "ref", "--write-hyp", tmp_path)
+    assert (result.returncode, result.stderr.strip()) == (
+        1, f"error: {tmp_path} is a directory: name the file to write")

@@ -120,7 +120,9 @@ def bad_input_cases(data_bin, base_dir, root):  # noqa: C901 (one case per line)
     empty = root / "empty"
     corrupt_copy(base_dir, empty, 0)
     train("empty checkpoint_last.pt", save=empty,
-          last=rf"^error: checkpoint {re.escape(str(empty))}/checkpoint_last\.pt is empty$")
+          last=rf"^error: checkpoint {re.escape(str(empty))}/checkpoint_last\.pt is empty; "
+               rf"resume from an older checkpoint with --restore-file "
+               rf"{re.escape(str(empty))}/checkpoint_best\.pt \(given once: ")
     train("-s not in the data", edit=lambda args: replace(args, "de", "fr"),
           last=r"^error: -s/--source-lang fr: .* has no dict\.fr\.txt \(its dictionaries: de, en\)$")
     other = mismatched_data_dir(data_bin, root / "de-fr-data")
