@@ -10,7 +10,8 @@ is parsed, no file written), acts only then, and logs once at INFO level what it
 - ``--restore-file`` naming a missing file is an error (fairseq starts from scratch, then
   overwrites ``checkpoint_last.pt``); ``--path`` naming a missing model file is one line.
 - Every sentence evaluated: fairseq main's ``batch_by_size`` drops the last batch when its size is
-  not a multiple of ``--required-batch-size-multiple`` (fairseq #5036, #5351); it is appended.
+  not a multiple of ``--required-batch-size-multiple`` (fairseq #5036, #5351); it is appended to
+  evaluation data (valid, test, generation). Training batches stay fairseq's own.
 - ``--bf16`` without a TPU: fairseq turns ``--bf16`` into ``--tpu`` (fairseq #4696) and then fails
   without ``torch_xla``; those flags are cleared, so bf16 trains on CUDA or, with ``--cpu``, the CPU.
 - ``--fp16``/``--amp`` on a machine without CUDA: one line before any work (fairseq fails
@@ -24,6 +25,7 @@ is parsed, no file written), acts only then, and logs once at INFO level what it
   (fairseq raises ``FloatingPointError``); the checkpoints already saved are left as they were.
 """
 
+import contextvars
 import functools
 import importlib.util
 import logging
@@ -114,7 +116,27 @@ def _drops_last_batch(batch_by_size):
     return sum(len(b) for b in batches) < 3
 
 
+#: set while the Trainer builds its training batches, which stay exactly fairseq's
+_building_training_batches = contextvars.ContextVar("rdrop_training_batches", default=False)
+
+
+def _training_batches_as_installed(get_train_iterator):
+    """Trainer.get_train_iterator with the last-batch fix off: training batches are fairseq's own
+    (a run with the plugin and the stock task trains bit for bit like one without it)."""
+
+    @functools.wraps(get_train_iterator)
+    def wrapper(*args, **kwargs):
+        token = _building_training_batches.set(True)
+        try:
+            return get_train_iterator(*args, **kwargs)
+        finally:
+            _building_training_batches.reset(token)
+
+    return wrapper
+
+
 def _keep_last_batch(batch_by_size):
+    """batch_by_size keeping the last batch of evaluation data (valid, test, generation)."""
     buggy = _probe_once(lambda: _drops_last_batch(batch_by_size))
 
     @functools.wraps(batch_by_size)
@@ -126,7 +148,7 @@ def _keep_last_batch(batch_by_size):
             indices, num_tokens_fn, num_tokens_vec=num_tokens_vec, max_tokens=max_tokens,
             max_sentences=max_sentences, required_batch_size_multiple=required_batch_size_multiple,
             fixed_shapes=fixed_shapes)
-        if fixed_shapes is None and buggy():
+        if fixed_shapes is None and not _building_training_batches.get() and buggy():
             batched = sum(len(batch) for batch in batches)
             if batched < len(indices):
                 _log_once("last batch", "the last batch, dropped by batch_by_size, is kept")
@@ -234,6 +256,10 @@ def apply():
     if not _applied(data_utils.batch_by_size):
         changed.append(_set(data_utils, "batch_by_size",
                             _keep_last_batch(data_utils.batch_by_size), "last batch kept"))
+    if not _installed(trainer.Trainer.get_train_iterator, "training batches as fairseq's"):
+        changed.append(_set(trainer.Trainer, "get_train_iterator",
+                            _training_batches_as_installed(trainer.Trainer.get_train_iterator),
+                            "training batches as fairseq's"))
     if not _applied(distributed_utils.call_main):
         changed.append(_set(distributed_utils, "call_main",
                             _precision_checked(distributed_utils.call_main),

@@ -158,3 +158,37 @@ def test_import_is_lazy_logged_once_and_the_fixes_can_be_turned_off(no_fixes):
     assert len(logged) == (0 if no_fixes else 1), out
     assert sum(line.startswith("rdrop_fairseq.checkpoint_loading checkpoint loading: safe")
                for line in out.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_training_batches_stay_fairseqs_so_stock_runs_train_bit_for_bit_as_without_the_plugin(
+        data_bin, tmp_path):
+    """The last-batch fix is for evaluation: with the plugin on --user-dir, the stock task and
+    criterion train exactly as without it, although fairseq drops their last training batch."""
+    from support import BIN, USER_DIR, run_cli
+    from support.tiny_model import TINY_TRANSFORMER
+    from support.training import last_state
+
+    batch, multiple = 45, 3
+    train = data_utils.load_indexed_dataset(str(data_bin / "train.de-en.de"), None)
+    def batches(batch_by_size):
+        return len(batch_by_size(np.arange(len(train)), lambda i: 1, max_sentences=batch,
+                                 required_batch_size_multiple=multiple))
+
+    fairseqs = batches(data_utils.batch_by_size.__wrapped__)
+    assert batches(data_utils.batch_by_size) == fairseqs + 1  # fairseq drops the last one here
+    runs = {}
+    for name, plugin in (("stock", []), ("plugin", ["--user-dir", USER_DIR])):
+        save = tmp_path / name
+        run_cli(BIN / "fairseq-train", data_bin, *plugin, "--task", "translation",
+                "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+                "-s", "de", "-t", "en", *TINY_TRANSFORMER, "--optimizer", "adam", "--lr", "3e-3",
+                "--batch-size", str(batch), "--required-batch-size-multiple", str(multiple),
+                "--max-epoch", "1", "--seed", "3", "--num-workers", "0", "--cpu",
+                "--save-dir", save, "--no-epoch-checkpoints", "--disable-validation")
+        runs[name] = last_state(save)
+    stock, plugin = runs["stock"], runs["plugin"]
+    assert stock["optimizer_history"][-1]["num_updates"] == fairseqs
+    assert plugin["optimizer_history"][-1]["num_updates"] == fairseqs
+    assert stock["model"].keys() == plugin["model"].keys()
+    assert all(torch.equal(stock["model"][k], plugin["model"][k]) for k in stock["model"])
