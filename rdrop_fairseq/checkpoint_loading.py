@@ -126,10 +126,29 @@ def load_checkpoint_file(f, map_location=None, *args, extra_globals=(), **kwargs
         unpickle = _safe_load
     try:
         return unpickle(f, map_location, args, kwargs, extra_globals)
-    except MemoryError:
-        raise
     except Exception as e:
-        raise UsageError(unreadable_checkpoint(getattr(f, "name", f), e)) from e
+        if not_the_files_fault(e):
+            raise
+        from .resume import resumable_alternatives  # noqa: E402 (imports fairseq)
+
+        name = getattr(f, "name", f)
+        raise UsageError(unreadable_checkpoint(name, e) + resumable_alternatives(name)) from e
+
+
+#: Out of memory, in the host's memory or a device's (torch's own type where it has one).
+_OUT_OF_MEMORY = tuple({MemoryError, getattr(torch, "OutOfMemoryError", MemoryError),
+                        getattr(torch.cuda, "OutOfMemoryError", MemoryError)})
+#: What a RuntimeError about the device rather than the file says.
+_DEVICE_ERROR = re.compile(r"\b(CUDA|cuda|cuDNN|cuBLAS|CUBLAS|NCCL|HIP|MPS|XPU|device)\b")
+
+
+def not_the_files_fault(exc):
+    """Whether ``exc``, raised while loading, is the machine's problem rather than the file's (out
+    of memory, a CUDA or other device error): it then passes on as itself. (KeyboardInterrupt
+    and other BaseExceptions are no Exception: they always do.)"""
+    accelerator_error = getattr(torch, "AcceleratorError", ())  # torch >= 2.8: CUDA errors
+    return (isinstance(exc, (*_OUT_OF_MEMORY, accelerator_error)) or
+            isinstance(exc, RuntimeError) and _DEVICE_ERROR.search(str(exc)) is not None)
 
 
 def _full_load(f, map_location, args, kwargs, extra_globals):

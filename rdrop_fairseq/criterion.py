@@ -17,8 +17,8 @@ from fairseq.models import BaseFairseqModel, FairseqDecoder
 from fairseq.models.transformer import TransformerModelBase
 
 from . import cutoff
+from .backend import LossBackend
 from .errors import UsageError
-from .loss import training_loss
 from .sample import duplicate_sample
 
 #: Largest --rdrop-alpha accepted: beyond it the KL term outweighs the NLL more than a
@@ -51,6 +51,14 @@ class LabelSmoothedCrossEntropyRDropCriterionConfig(LabelSmoothedCrossEntropyCri
             "simcut: label-smoothed NLL of the first (clean) copy + α·KL(P₁‖P₂), SimCut's loss"
         },
     )
+    rdrop_backend: ChoiceEnum(["auto", "torch", "triton"]) = field(
+        default="auto",
+        metadata={
+            "help": "implementation of the training loss: auto: the Triton kernel on CUDA when "
+            "it compiles and launches there, else PyTorch (with one warning); torch; triton "
+            "(an error where it cannot run)"
+        },
+    )
 
 
 @register_criterion(
@@ -77,6 +85,7 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         rdrop_alpha=5.0,
         rdrop_cutoff=0.0,
         rdrop_loss="rdrop",
+        rdrop_backend="auto",
     ):
         super().__init__(
             task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy
@@ -89,6 +98,7 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
                              "the stock one, which runs one clean copy)")
         self.rdrop_cutoff = float(rdrop_cutoff)
         self.rdrop_loss = str(rdrop_loss)
+        self.loss_backend = LossBackend(str(rdrop_backend))
 
     def forward(self, model, sample, reduce=True):
         if not (model.training and self.rdrop_alpha > 0):
@@ -129,9 +139,9 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         keep = self.counted_positions(target).reshape(-1)
         target = target.reshape(-1)
         copy_positions = target.numel() // 2  # copy 2's positions follow copy 1's, aligned
-        loss, nll_loss, kl_loss = training_loss(
+        loss, nll_loss, kl_loss = self.loss_backend(
             flat_logits, target[:copy_positions], keep[:copy_positions], self.eps,
-            self.rdrop_alpha, mode=self.rdrop_loss,
+            self.rdrop_alpha, self.rdrop_loss,
         )
         n_correct = total = None
         if self.report_accuracy:
@@ -166,9 +176,8 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         lprobs, target = self.get_nonpad_lprobs_and_target(model, net_output, sample)
         copy_rows = lprobs.size(0) // 2  # rows [0, n) are copy 1, [n, 2n) copy 2
         every_row = target.new_ones(copy_rows, dtype=torch.bool)
-        loss, nll_loss, kl_loss = training_loss(
-            lprobs, target[:copy_rows], every_row, self.eps, self.rdrop_alpha,
-            mode=self.rdrop_loss,
+        loss, nll_loss, kl_loss = self.loss_backend(
+            lprobs, target[:copy_rows], every_row, self.eps, self.rdrop_alpha, self.rdrop_loss,
         )
         scored = self.scored_rows(copy_rows)
         n_correct = None

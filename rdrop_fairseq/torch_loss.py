@@ -10,6 +10,8 @@ for). On a device every row pair is visited and pad pairs are masked (their log-
 to 0, their gradient to 0), and ``grad_output`` stays a device tensor: the host never waits.
 """
 
+import math
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -57,9 +59,12 @@ def _chunk_log_probs(logits, pairs, mask, start, stop, dtype):
     return lprobs, chunk.size(1)
 
 
-def _copy_difference(lprobs, half):
-    """``l₁ − l₂``, 0 where a token is −inf in both copies (it adds nothing rather than NaN)."""
-    return (lprobs[:half] - lprobs[half:]).nan_to_num_(nan=0.0)
+def _finite_difference(diff, simcut):
+    """``diff`` = l₁ − l₂ made 0, in place, where a token is −inf in either copy; and per pair
+    whether the loss's KL is infinite: a token −inf in one copy only (SimCut: in copy 2 only),
+    docs/loss.md."""
+    infinite = (diff.isposinf() if simcut else diff.isinf()).any(-1)
+    return diff.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0), infinite
 
 
 class TorchTrainingLoss(torch.autograd.Function):
@@ -72,6 +77,11 @@ class TorchTrainingLoss(torch.autograd.Function):
         nll = logits.new_zeros((), dtype=dtype)
         smooth = logits.new_zeros((), dtype=dtype)
         kl = logits.new_zeros((), dtype=dtype)
+        infinite_kl = logits.new_zeros((), dtype=torch.bool)
+        # On the CPU the chunks whose log-probabilities hold a −inf (their KL is not finite at
+        # first) are evaluated again with _finite_difference: only those, as each op is a parallel
+        # region (a busy CPU makes every one of them slow). On a device: every chunk, no sync.
+        checked = set()
         for start in range(0, pairs.size(1), chunk_rows):
             lprobs, half = _chunk_log_probs(logits, pairs, mask, start, start + chunk_rows, dtype)
             y = target[start : start + half].unsqueeze(1)
@@ -82,17 +92,28 @@ class TorchTrainingLoss(torch.autograd.Function):
             if c.smoothing:
                 smooth -= (lprobs[:half] if c.simcut else lprobs).sum()
             if c.alpha:
-                diff = _copy_difference(lprobs, half)
+                diff = lprobs[:half] - lprobs[half:]
+                if mask is not None:
+                    diff, infinite = _finite_difference(diff, c.simcut)
+                    infinite_kl |= infinite.any()
                 probs = lprobs.exp_()
                 if c.simcut:
-                    kl += torch.dot(probs[:half].reshape(-1), diff.view(-1))
+                    p_term = probs[:half].reshape(-1)
                 else:
-                    kl += torch.dot(probs[:half].sub(probs[half:]).view(-1), diff.view(-1))
+                    p_term = probs[:half].sub(probs[half:]).view(-1)
+                chunk_kl = torch.dot(p_term, diff.view(-1))
+                if mask is None and not chunk_kl.isfinite():
+                    diff, infinite = _finite_difference(diff, c.simcut)
+                    infinite_kl |= infinite.any()
+                    chunk_kl = torch.dot(p_term, diff.view(-1))
+                    checked.add(start)
+                kl += chunk_kl
         if not c.simcut:
             kl.mul_(0.5)
+        kl.masked_fill_(infinite_kl, torch.inf)
         loss = c.nll_weight * nll + c.smoothing * smooth + c.alpha * kl
         ctx.save_for_backward(logits, pairs, target, mask)
-        ctx.coefficients, ctx.chunk_rows = c, chunk_rows
+        ctx.coefficients, ctx.chunk_rows, ctx.checked = c, chunk_rows, checked
         ctx.mark_non_differentiable(nll, kl)  # for logging
         return loss, nll, kl
 
@@ -107,7 +128,11 @@ class TorchTrainingLoss(torch.autograd.Function):
         for start in range(0, pairs.size(1), ctx.chunk_rows):
             stop = start + ctx.chunk_rows
             lprobs, half = _chunk_log_probs(logits, pairs, mask, start, stop, dtype)
-            diff = _copy_difference(lprobs, half) if c.alpha else None
+            diff = infinite = None
+            if c.alpha:
+                diff = lprobs[:half] - lprobs[half:]
+                if mask is not None or start in ctx.checked:
+                    diff, infinite = _finite_difference(diff, c.simcut)
             probs = lprobs.exp_()
             y = target[start : start + half].unsqueeze(1)
             first, second = probs[:half], probs[half:]
@@ -119,6 +144,8 @@ class TorchTrainingLoss(torch.autograd.Function):
                 grads = [_copy_gradient(first, second, diff, 1.0, y, scales),
                          _copy_gradient(second, first, diff, -1.0, y, scales)]
             for copy, row_grad in enumerate(grads):
+                if infinite is not None:  # an infinite KL: g·∞ in both rows, never NaN
+                    row_grad.masked_fill_(infinite.unsqueeze(1), scales.infinite)
                 if mask is not None:
                     row_grad.masked_fill_(~mask[start:stop].unsqueeze(1), 0.0)
                 grad.index_copy_(0, pairs[copy, start : start + half], row_grad.to(grad.dtype))
@@ -136,6 +163,8 @@ class _GradientScales:
         self.kl = c.kl_weight * g
         self.nll = g * c.p_weight  # the label-smoothed NLL's p term
         self.p = self.nll + self.kl  # R-Drop: the KL's p₁ − p₂ term adds to it
+        self.infinite = ((g * torch.inf).masked_fill_(g == 0, 0.0) if on_device
+                         else g * math.inf if g else 0.0)  # the gradient of an infinite KL
 
 
 def _copy_gradient(p, other, diff, sign, y, s, simcut=False):

@@ -39,9 +39,17 @@ def _online_logsumexp(running_max, running_sum, x):
 
 @triton.jit
 def _copy_difference(l1, l2):
-    """``l₁ − l₂``, 0 where a token is −inf in both copies (or a column is past the vocabulary)."""
+    """``l₁ − l₂``, 0 where a token is −inf in either copy (or a column is past the vocabulary)."""
     d = l1 - l2
-    return tl.where(d == d, d, 0.0)
+    return tl.where((l1 == float("-inf")) | (l2 == float("-inf")), 0.0, d)
+
+
+@triton.jit
+def _kl_terms(l_this, l_other):
+    """``p_this ⊙ (l_this − l_other)``: 0 where ``l_this`` is −inf (p = 0, also past the
+    vocabulary), +inf where only ``l_other`` is."""
+    terms = tl.where(l_other == float("-inf"), float("inf"), tl.exp(l_this) * (l_this - l_other))
+    return tl.where(l_this == float("-inf"), 0.0, terms)
 
 
 @triton.jit
@@ -102,9 +110,8 @@ def _rdrop_forward_kernel(
                 inside = cols < VOCAB
                 l1 = tl.load(x1_ptr + cols, mask=inside, other=float("-inf")).to(tl.float32) - lse1
                 l2 = tl.load(x2_ptr + cols, mask=inside, other=float("-inf")).to(tl.float32) - lse2
-                d = _copy_difference(l1, l2)
-                kl12 += tl.sum(tl.exp(l1) * d, 0)
-                kl21 -= tl.sum(tl.exp(l2) * d, 0)
+                kl12 += tl.sum(_kl_terms(l1, l2), 0)
+                kl21 += tl.sum(_kl_terms(l2, l1), 0)
             if SIMCUT:
                 kl = kl12
             else:
@@ -143,6 +150,12 @@ def _rdrop_backward_kernel(
         lse2 = tl.load(saved_ptr + n_pairs + pair)
         kl12 = tl.load(saved_ptr + 2 * n_pairs + pair)
         kl21 = tl.load(saved_ptr + 3 * n_pairs + pair)
+        # an infinite KL in the loss: g·∞ everywhere in both rows (0 for g = 0), never NaN
+        if SIMCUT:
+            infinite = kl12 == float("inf")
+        else:
+            infinite = (kl12 == float("inf")) | (kl21 == float("inf"))
+        infinite_grad = tl.where(g == 0.0, 0.0, g * float("inf"))
         for start in range(0, VOCAB, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             inside = cols < VOCAB
@@ -165,6 +178,8 @@ def _rdrop_backward_kernel(
                 else:
                     grad1 += kl_grad * (p1 * (d - kl12) + p_diff)
                     grad2 -= kl_grad * (p2 * (d + kl21) + p_diff)
+                grad1 = tl.where(infinite, infinite_grad, grad1)
+                grad2 = tl.where(infinite, infinite_grad, grad2)
             tl.store(g1_ptr + cols, grad1.to(out_dtype), mask=inside)
             tl.store(g2_ptr + cols, grad2.to(out_dtype), mask=inside)
     else:

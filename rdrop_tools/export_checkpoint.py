@@ -128,10 +128,16 @@ def stock_state(state, cfg):
 def load_plugin_checkpoint(path):
     """``load_checkpoint_to_cpu`` with the plugin imported (our checkpoints need it)."""
     if not os.path.isfile(path):
-        raise ExportError(f"{path} does not exist")
+        raise ExportError(f"{path} is a directory, not a checkpoint" if os.path.isdir(path)
+                          else f"{path} does not exist")
     # the plugin registers its task and criterion, and makes fairseq read checkpoints with
     # rdrop_fairseq.checkpoint_loading.load_checkpoint_file, as training does
-    import rdrop_fairseq  # noqa: F401
+    try:
+        import rdrop_fairseq  # noqa: F401
+    except ImportError as e:  # compat.FairseqUnavailable: fairseq missing or too old
+        if type(e).__name__ != "FairseqUnavailable":
+            raise
+        raise ExportError(str(e)) from None
     from fairseq import checkpoint_utils
     from fairseq.tasks import TASK_REGISTRY
     from fairseq.tasks.translation import TranslationTask
@@ -191,33 +197,36 @@ def check_plain_fairseq_loads(path):
         raise ExportError(f"fairseq without the plugin cannot load the export: {last}")
 
 
-@contextlib.contextmanager
-def _model_cfg_as_namespace():
-    """CTranslate2's converter reads the model options with attribute access from the
-    checkpoint's ``args`` (or ``cfg["model"]``); an export keeps them as a dict."""
-    load = torch.load
-
-    def load_export(*args, **kwargs):
-        state = load(*args, **kwargs)
-        state["args"] = argparse.Namespace(**state["cfg"]["model"])
-        return state
-
-    torch.load = load_export
-    try:
-        yield
-    finally:
-        torch.load = load
+def _namespace_unpicklable():
+    """Torch's safe unpickler accepting ``argparse.Namespace`` (which the loading policy allows
+    anyway), for as long as the context lasts; torch.load itself stays as it is."""
+    safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+    if safe_globals is None or argparse.Namespace in torch.serialization.get_safe_globals():
+        return contextlib.nullcontext()  # older torch loads with the full unpickler by default
+    return safe_globals([argparse.Namespace])
 
 
 def convert_to_ctranslate2(checkpoint, data, source_lang, target_lang, out_dir, quantization):
+    """CTranslate2's fairseq converter reads the model options with attribute access from the
+    checkpoint's ``args``, where an export keeps them as a dict in ``cfg``: it converts a copy
+    whose ``args`` is a Namespace, written to a scratch folder beside ``out_dir``."""
     from ctranslate2.converters import FairseqConverter
 
-    converter = FairseqConverter(checkpoint, data, source_lang=source_lang, target_lang=target_lang)
-    try:
-        with _model_cfg_as_namespace():
-            converter.convert(out_dir, quantization=quantization, force=True)
-    except (ValueError, NotImplementedError) as e:  # unsupported architecture or option
-        raise ExportError(f"CTranslate2 cannot convert this model: {e}") from e
+    from rdrop_fairseq.checkpoint_loading import load_checkpoint_file
+
+    state = load_checkpoint_file(checkpoint, map_location="cpu")
+    state["args"] = argparse.Namespace(**state["cfg"]["model"])
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(out_dir))) as scratch:
+        readable = os.path.join(scratch, "checkpoint.pt")
+        torch.save(state, readable)
+        del state
+        converter = FairseqConverter(readable, data, source_lang=source_lang,
+                                     target_lang=target_lang)
+        try:
+            with _namespace_unpicklable():
+                converter.convert(out_dir, quantization=quantization, force=True)
+        except (ValueError, NotImplementedError) as e:  # unsupported architecture or option
+            raise ExportError(f"CTranslate2 cannot convert this model: {e}") from e
 
 
 def export(source, out, data, ct2_dir=None, quantization=None):
@@ -235,6 +244,11 @@ def export(source, out, data, ct2_dir=None, quantization=None):
     state = load_plugin_checkpoint(source)
     source_lang, target_lang = language_pair(state["cfg"], data)
     check_dictionaries(data, source_lang, target_lang, state["model"])
+    from rdrop_fairseq.dictionary_check import data_mismatch  # the plugin is imported by now
+
+    problem = data_mismatch(source, state, data, source_lang, target_lang)
+    if problem:  # the same symbols in another order (a size mismatch is caught above)
+        raise ExportError(problem)
     exported = stock_state(state, stock_cfg(state["cfg"], data, source_lang, target_lang))
 
     out_tmp = ct2_tmp = None

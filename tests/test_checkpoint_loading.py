@@ -360,3 +360,32 @@ def test_unreadable_checkpoints_say_what_is_wrong(checkpoints, tmp_path):
             checkpoint_utils.load_checkpoint_to_cpu(str(path))
         assert re.fullmatch(rf"(checkpoint )?{re.escape(str(path))} {reason}", str(error.value)), \
             (name, str(error.value))
+
+
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+    MemoryError(),
+    RuntimeError("CUDA error: an illegal memory access was encountered"),
+    RuntimeError("Attempting to deserialize object on a CUDA device but "
+                 "torch.cuda.is_available() is False."),
+    KeyboardInterrupt(),
+    SystemExit(3),
+], ids=lambda e: type(e).__name__ + (str(e)[:12] if isinstance(e, RuntimeError) else ""))
+def test_what_is_not_the_files_fault_passes_through_as_itself(tmp_path, monkeypatch, error):
+    """Out of memory, a device error, Ctrl-C: raised as themselves, not blamed on the file; a
+    RuntimeError of the file (a damaged archive) still is, in one line."""
+    path = tmp_path / "good.pt"
+    torch.save({"model": {}}, path)
+    raised_by_load = [error, RuntimeError("PytorchStreamReader failed reading zip archive: "
+                                          "failed finding central directory")]
+
+    def load(*args, **kwargs):
+        raise raised_by_load.pop(0)
+
+    monkeypatch.setattr(torch, "load", load)
+    with pytest.raises(BaseException) as raised:
+        load_checkpoint_file(str(path), map_location="cpu")
+    assert raised.value is error
+    with pytest.raises(UsageError, match=rf"cannot read checkpoint {re.escape(str(path))} "
+                                         r"\(RuntimeError: PytorchStreamReader failed"):
+        load_checkpoint_file(str(path), map_location="cpu")

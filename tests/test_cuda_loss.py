@@ -14,7 +14,6 @@ to check the tests themselves where there is no GPU (add ``-k "not realistic"``:
 size takes the interpreter too long)."""
 
 import copy
-import functools
 import os
 
 import pytest
@@ -36,8 +35,10 @@ from support.loss_reference import (  # noqa: E402
     assert_gradient_close,
     check_against_reference,
     gradient_term_sizes,
+    mask_in_one_copy,
     reference,
 )
+from rdrop_fairseq.backend import LossBackend  # noqa: E402
 from rdrop_fairseq.loss import training_loss  # noqa: E402
 
 DEVICE = os.environ.get("RDROP_TEST_DEVICE", "cuda")
@@ -192,6 +193,17 @@ def test_cuda_tokens_masked_to_minus_inf_in_both_copies_add_nothing():
     assert masked.grad[mask].abs().max() == 0
 
 
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("mode,copy", [("rdrop", 1), ("simcut", 1), ("simcut", 2)])
+def test_cuda_a_token_masked_in_one_copy_only_gives_an_infinite_kl_never_nan(backend, mode, copy):
+    """loss = kl = +inf and +inf gradients in both rows of the pair (SimCut with copy 1 masked:
+    finite), the same from both paths (docs/loss.md)."""
+    logits, target, keep = setup(torch.float32, seed=6)
+    masked = mask_in_one_copy(logits, target, copy).requires_grad_()
+    check_against_reference(masked, target, keep, 0.0, 5.0, GPU_FP32_ROUNDING, mode, backend)
+    assert not masked.grad.isnan().any()
+
+
 def seeded_dropout(generator):
     """FairseqDropout.forward with its masks drawn on the CPU from ``generator``: the same masks
     on every device."""
@@ -230,8 +242,7 @@ def test_cuda_training_step_matches_the_cpu_and_waits_no_more_than_the_stock_cri
         return log, {name: p.grad for name, p in model.named_parameters()}, syncs.seen
 
     cpu_log, cpu_grads, _ = step(ours, model, sample)  # on the CPU: the PyTorch path
-    monkeypatch.setattr("rdrop_fairseq.criterion.training_loss",
-                        functools.partial(training_loss, backend="triton"))
+    monkeypatch.setattr(ours, "loss_backend", LossBackend("triton"))
     log, grads, syncs = step(ours, device_model, device_sample)
     _, _, stock_syncs = step(stock, device_model, device_sample)
 

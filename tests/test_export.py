@@ -255,6 +255,21 @@ def test_data_without_the_dictionaries(trained, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["data", "other"]
 
 
+def test_data_with_reordered_dictionaries(trained, corpus, tmp_path):
+    """Same size, another order: refused by the fingerprint the checkpoint records."""
+    (tmp_path / "data").mkdir()
+    for lang in ("de", "en"):
+        lines = (corpus.bin / f"dict.{lang}.txt").read_text(encoding="utf-8").splitlines(True)
+        (tmp_path / "data" / f"dict.{lang}.txt").write_text("".join([lines[1], lines[0],
+                                                                      *lines[2:]]))
+    message = run_export(trained, tmp_path / "out.pt", "--data", tmp_path / "data")
+    assert message == (f"error: checkpoint {trained} was trained with another source dictionary "
+                       f"than {tmp_path / 'data' / 'dict.de.txt'} (the same symbols in another "
+                       "order): use the data directory it was trained on (or binarize new data "
+                       "with its dictionaries: fairseq-preprocess --srcdict/--tgtdict)")
+    assert os.listdir(tmp_path) == ["data"]
+
+
 def test_an_existing_ctranslate2_directory_is_left_alone(trained, corpus, tmp_path):
     (tmp_path / "ct2").mkdir()
     (tmp_path / "ct2" / "keep").write_text("x")
@@ -329,3 +344,37 @@ def test_a_missing_output_directory(trained, corpus, tmp_path):
     message = run_export(trained, tmp_path / "no" / "out.pt", "--data", corpus.bin)
     assert message == f"error: {tmp_path / 'no' / 'out.pt'}: directory {tmp_path / 'no'} does not exist"
     assert os.listdir(tmp_path) == []
+
+
+def test_the_conversion_reads_a_copy_and_leaves_torch_load_alone(tmp_path, monkeypatch):
+    """CTranslate2's converter gets a checkpoint whose ``args`` it can read, with torch's safe
+    unpickler and torch.load as they are; nothing else in the process sees a changed torch."""
+    import argparse
+
+    from ctranslate2 import converters
+
+    export = tmp_path / "model.pt"
+    torch.save({"cfg": {"model": {"arch": "transformer", "dropout": 0.1}}, "args": None,
+                "model": {"w": torch.ones(2)}}, export)
+    (tmp_path / "ct2").mkdir()
+    load, seen = torch.load, {}
+
+    class Converter:
+        def __init__(self, path, data, source_lang, target_lang):
+            seen["path"] = path
+
+        def convert(self, out_dir, quantization, force):
+            seen["same torch.load"] = torch.load is load
+            state = torch.load(seen["path"], map_location="cpu", weights_only=True)
+            seen["args"], seen["weights"] = state["args"], state["model"]["w"]
+
+    monkeypatch.setattr(converters, "FairseqConverter", Converter)
+    export_checkpoint.convert_to_ctranslate2(str(export), str(tmp_path), "de", "en",
+                                             str(tmp_path / "ct2"), None)
+    assert seen["same torch.load"] and torch.load is load
+    assert seen["args"] == argparse.Namespace(arch="transformer", dropout=0.1)
+    assert torch.equal(seen["weights"], torch.ones(2))
+    assert sorted(os.listdir(tmp_path)) == ["ct2", "model.pt"]  # the copy is gone
+    torch.save({"args": argparse.Namespace(a=1)}, tmp_path / "namespace.pt")
+    with pytest.raises(Exception, match="argparse.Namespace"):  # the allowlist as it was
+        torch.load(tmp_path / "namespace.pt", weights_only=True)

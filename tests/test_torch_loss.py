@@ -20,6 +20,7 @@ from support.loss_reference import (
     check_against_reference,
     criterion_host_syncs,
     gradient_term_sizes,
+    mask_in_one_copy,
     reference,
     reference_loss,
 )
@@ -100,6 +101,28 @@ def test_tokens_masked_to_minus_inf_in_both_copies_add_nothing():
     masked.requires_grad_()
     check_against_reference(masked, target, keep, 0.0, 5.0, backend="torch")  # ε=0: finite
     assert torch.isfinite(masked.grad).all() and masked.grad[:, 10:].abs().max() == 0
+
+
+@pytest.mark.parametrize("mode,copy", [("rdrop", 1), ("rdrop", 2), ("simcut", 1), ("simcut", 2)])
+def test_a_token_masked_in_one_copy_only_gives_an_infinite_kl_never_nan(monkeypatch, mode, copy):
+    """An infinite KL (R-Drop: either copy; SimCut: copy 2) is loss = kl = +inf and a gradient of
+    +inf in both rows of the pair; SimCut's KL(p₁‖p₂) with copy 1 masked stays finite. Pairs in
+    several chunks; the device mode (no host sync) the same."""
+    monkeypatch.setattr(torch_loss, "CHUNK_ROWS", 2)
+    logits, target, keep = setup(7, 30, seed=9)
+    masked = mask_in_one_copy(logits, target, copy).requires_grad_()
+    infinite = mode == "rdrop" or copy == 2
+    assert reference_loss(masked, target, keep, 0.0, 5.0, mode)[2].isinf() == infinite
+    check_against_reference(masked, target, keep, 0.0, 5.0, mode=mode, backend="torch")
+    assert not masked.grad.isnan().any()
+    with HostSyncs() as syncs:
+        loss, _, kl = torch_loss.evaluate(masked, target, keep,
+                                          Coefficients.of(0.0, 5.0, mode, 30), masked=True)
+        (grad,) = torch.autograd.grad(loss, masked, torch.tensor(1.7))
+    assert syncs.seen == [] and kl.isinf() == infinite
+    exact = reference(masked, target, keep, 0.0, 5.0, 1.7, mode)[3]
+    sizes = gradient_term_sizes(masked, target, keep, 0.0, 5.0, 1.7, mode)
+    assert_gradient_close(grad, exact, sizes)
 
 
 def test_extreme_logits_stay_finite():

@@ -16,23 +16,24 @@ def reference_loss(logits, target, keep, epsilon, alpha, mode="rdrop"):
     label-smoothed NLL of both copies + α·½[KL(p‖q) + KL(q‖p)] summed over the kept pairs of
     ``logits`` (2n, V) (``mode`` "simcut": copy 1's + α·KL(p‖q)). Log-probabilities may stand for
     the logits (their log-softmax is themselves). A token that is −inf in both copies of a pair
-    adds nothing (probability 0 in both)."""
+    adds nothing (probability 0 in both); one that is −inf in one copy only adds 0 to the KL from
+    that copy and +inf to the KL from the other."""
     x = logits.double()
     n, vocab = target.numel(), x.size(1)
     eps_i = epsilon / (vocab - 1)
     lprobs = F.log_softmax(x, -1)
     l1, l2 = lprobs[:n], lprobs[n:]
-    both_masked = x[:n].isneginf() & x[n:].isneginf()
-    d = torch.where(both_masked, 0.0, l1 - l2)  # −inf − −inf: NaN, and no contribution
+    masked1, masked2 = x[:n].isneginf(), x[n:].isneginf()
+    d = torch.where(masked1 | masked2, 0.0, l1 - l2)  # p·(−inf − l) and the like: below
     y = target.view(n, 1)
-    kl12 = (l1.exp() * d).sum(-1)
-    kl21 = -(l2.exp() * d).sum(-1)
+    kl12 = (l1.exp() * d).sum(-1) + torch.where((masked2 & ~masked1).any(-1), torch.inf, 0.0)
+    kl21 = -(l2.exp() * d).sum(-1) + torch.where((masked1 & ~masked2).any(-1), torch.inf, 0.0)
     if mode == "simcut":
         pair_nll, pair_kl, smoothing = -l1.gather(1, y).view(n), kl12, l1.sum(-1)
     else:
         pair_nll = -(l1.gather(1, y) + l2.gather(1, y)).view(n)
         pair_kl, smoothing = 0.5 * (kl12 + kl21), l1.sum(-1) + l2.sum(-1)
-    pair_loss = (1 - epsilon - eps_i) * pair_nll + alpha * pair_kl
+    pair_loss = (1 - epsilon - eps_i) * pair_nll + (alpha * pair_kl if alpha else 0.0)
     if epsilon:
         pair_loss = pair_loss - eps_i * smoothing
     kept = keep.view(n)
@@ -41,11 +42,24 @@ def reference_loss(logits, target, keep, epsilon, alpha, mode="rdrop"):
 
 
 def reference(logits, target, keep, epsilon, alpha, grad_output, mode="rdrop"):
-    """:func:`reference_loss` detached, and the logits' gradient at ``grad_output``."""
+    """:func:`reference_loss` detached, and the logits' gradient at ``grad_output``: for a kept
+    pair whose KL in the loss is infinite, ``grad_output``·∞ in both rows (docs/loss.md)."""
     x = logits.detach().double().requires_grad_()
     loss, nll, kl = reference_loss(x, target, keep, epsilon, alpha, mode)
     (grad_output * loss).backward()
-    return loss.detach(), nll.detach(), kl.detach(), x.grad
+    grad = x.grad
+    if alpha:
+        infinite = pair_kl_is_infinite(logits, mode) & keep.view(-1)
+        grad[infinite.repeat(2)] = grad_output * torch.inf if grad_output else 0.0
+    return loss.detach(), nll.detach(), kl.detach(), grad
+
+
+def pair_kl_is_infinite(logits, mode="rdrop"):
+    """Per pair of ``logits`` (2n, V), whether the loss's KL is infinite: a token −inf in one
+    copy only (SimCut, whose loss has KL(p₁‖p₂) only: in copy 2 only)."""
+    masked1, masked2 = logits.detach().isneginf().chunk(2)
+    one_sided = masked2 & ~masked1 if mode == "simcut" else masked1 ^ masked2
+    return one_sided.any(-1)
 
 
 def criterion_reference(output, target, pad, epsilon, alpha, mode="rdrop", prefix=0):
@@ -68,7 +82,7 @@ def gradient_term_sizes(logits, target, keep, epsilon, alpha, grad_output, mode=
     lprobs = x.log_softmax(-1)
     l1, l2 = lprobs[:n], lprobs[n:]
     p1, p2 = l1.exp(), l2.exp()
-    d = (l1 - l2).nan_to_num(nan=0.0).abs()
+    d = torch.where(x[:n].isneginf() | x[n:].isneginf(), 0.0, l1 - l2).abs()
     onehot = F.one_hot(target, vocab)
     sizes = []
     for p, kl in ((p1, (p1 * d).sum(-1, keepdim=True)), (p2, (p2 * d).sum(-1, keepdim=True))):
@@ -93,14 +107,37 @@ def assert_gradient_close(grad, exact, term_sizes, rounding=FP32_ROUNDING):
     inf exactly where that value is."""
     error_bound = rounding * term_sizes
     if grad.dtype == torch.float32:
-        error = (grad.double() - exact).abs()
-        assert (error <= error_bound).all(), f"max error {error.max()}"
+        infinite = exact.isinf()  # an infinite KL's gradient: exactly
+        assert torch.equal(grad.isinf(), infinite)
+        assert torch.equal(grad[infinite], exact[infinite].float())
+        error = (grad.double() - exact).abs()[~infinite]
+        bound = error_bound[~infinite] + 2.0**-149  # fp32's smallest subnormal: p that underflows
+        assert (error <= bound).all(), f"max error {error.max()}"
         return
     rounded = exact.float().to(grad.dtype)
     assert torch.equal(grad.isinf(), rounded.isinf()) and not grad.isnan().any()
+    assert torch.equal(grad[grad.isinf()], rounded[grad.isinf()])
     finite = rounded.isfinite()
     error = (grad.double() - rounded.double()).abs()[finite]
     assert (error <= ulp(rounded)[finite] + error_bound[finite]).all(), f"max error {error.max()}"
+
+
+def mask_in_one_copy(logits, target, copy):
+    """``logits`` (2n, V, n ≥ 4) with one token (never the target) set to −inf in copy ``copy``
+    (1 or 2) only, in pairs 0, 1 and 2 (pair 2's other copy gives it a logit 120 below its
+    smallest: a probability that underflows in fp32 but not in float64), and one token −inf in
+    both copies of pair 3."""
+    x = logits.detach().clone()
+    n = target.numel()
+    this, other = (0, n) if copy == 1 else (n, 0)
+    for pair in range(4):
+        token = (int(target[pair]) + 1 + pair) % x.size(1)
+        x[this + pair, token] = float("-inf")
+        if pair == 2:
+            x[other + pair, token] = x[other + pair].min() - 120
+        if pair == 3:
+            x[other + pair, token] = float("-inf")
+    return x
 
 
 def check_against_reference(
