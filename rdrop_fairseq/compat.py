@@ -75,3 +75,10 @@ def torch_can_load_safely():
 
     serialization = torch.serialization
     return hasattr(serialization, "safe_globals") and hasattr(serialization, "get_safe_globals")
+
+
+def unwrapped(model):
+    """The model inside DDP and fairseq's other wrappers (each holds it as ``.module``)."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model

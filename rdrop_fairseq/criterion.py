@@ -18,6 +18,7 @@ from fairseq.models.transformer import TransformerModelBase
 
 from . import cutoff
 from .backend import LossBackend
+from .compat import unwrapped
 from .errors import UsageError
 from .sample import duplicate_sample
 
@@ -239,13 +240,6 @@ def adaptive_softmax_log_probs(adaptive_softmax, features):
     for i, tail in enumerate(adaptive_softmax.tail):
         parts.append(adaptive_softmax.lsm(tail(x)) + head[:, shortlist + i, None])
     return torch.cat(parts, 1).view(*features.shape[:-1], -1)
-
-
-def unwrapped(model):
-    """The model inside DDP and similar wrappers."""
-    while hasattr(model, "module"):
-        model = model.module
-    return model
 
 
 def outputs_log_softmax_of_logits(model):

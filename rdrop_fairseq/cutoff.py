@@ -17,6 +17,7 @@ import contextlib
 
 import torch
 
+from .compat import unwrapped
 from .errors import UsageError
 
 
@@ -41,8 +42,7 @@ def cut_second_copy(tokens, embeddings, p, never_cut, draw=draw_cut_mask):
 
 def token_embeddings(model):
     """The distinct ``embed_tokens`` modules of the model's encoder and decoder."""
-    while hasattr(model, "module"):  # DDP wrappers
-        model = model.module
+    model = unwrapped(model)
     found = []
     for part in ("encoder", "decoder"):
         embed = getattr(getattr(model, part, None), "embed_tokens", None)

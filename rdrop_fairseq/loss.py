@@ -27,7 +27,6 @@ BACKENDS = ("torch", "triton")
 class Coefficients:
     """The loss's scalars for one vocabulary size (names as in docs/loss.md)."""
 
-    epsilon: float  #: label smoothing ε
     alpha: float  #: weight α of the KL term
     simcut: bool  #: SimCut's loss (copy 1's NLL + α·KL(p₁‖p₂)) rather than R-Drop's
     vocab: int  #: V
@@ -42,7 +41,7 @@ class Coefficients:
         nll_weight = 1.0 - epsilon - smoothing
         simcut = mode == "simcut"
         return cls(
-            epsilon, alpha, simcut, vocab, smoothing, nll_weight,
+            alpha, simcut, vocab, smoothing, nll_weight,
             p_weight=nll_weight + smoothing * vocab,
             kl_weight=alpha if simcut else 0.5 * alpha,
         )
