@@ -22,6 +22,7 @@ sets excluded). Peak memory: memory.py.
 import statistics
 
 import torch
+from common import ALPHA, EPS, seconds_of, synchronize
 from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
 from fairseq.criterions.label_smoothed_cross_entropy_with_rdrop import (
     RdropLabelSmoothedCrossEntropyCriterion,
@@ -29,7 +30,6 @@ from fairseq.criterions.label_smoothed_cross_entropy_with_rdrop import (
 from fairseq.data import Dictionary
 from fairseq.models import BaseFairseqModel
 
-from common import ALPHA, EPS, seconds_of, synchronize
 from rdrop_fairseq.loss import training_loss
 
 LOSS_VARIANTS = ("nll", "fused_nll", "ours", "ours_torch", "official")
@@ -70,8 +70,9 @@ def make_logits_and_target(tokens, vocab, device, dtype, seed=0):
     of both copies (never the pad symbol), generated on ``device``."""
     g = torch.Generator(device=device).manual_seed(seed)
     shared = torch.randn(tokens, vocab, generator=g, device=device).mul_(2)
-    logits = torch.cat([shared + 0.5 * torch.randn(tokens, vocab, generator=g, device=device)
-                        for _ in range(2)])
+    logits = torch.cat(
+        [shared + 0.5 * torch.randn(tokens, vocab, generator=g, device=device) for _ in range(2)]
+    )
     del shared
     target = torch.randint(Dictionary().nspecial, vocab, (tokens,), generator=g, device=device)
     return logits.to(dtype).requires_grad_(), target.repeat(2)
@@ -96,7 +97,8 @@ def time_loss_variants(tokens, vocab, device, dtype, repeats):
     for r in range(repeats):
         shift = r % len(LOSS_VARIANTS)
         for variant in LOSS_VARIANTS[shift:] + LOSS_VARIANTS[:shift]:
-            seconds[variant].append(seconds_of(lambda: fwd_bwd(variant, logits, target), device))
+            run = lambda: fwd_bwd(variant, logits, target)  # noqa: B023, E731 (called at once)
+            seconds[variant].append(seconds_of(run, device))
     return {
         "ms": {v: 1e3 * statistics.median(s) for v, s in seconds.items()},
         "runs_ms": {v: [round(1e3 * t, 3) for t in s] for v, s in seconds.items()},
@@ -112,8 +114,9 @@ def time_loss_variants(tokens, vocab, device, dtype, repeats):
 
 def is_kernel(event):
     """Whether a profiler event is a kernel run on the GPU (not a memory copy or set)."""
-    return (event.device_type == torch.autograd.DeviceType.CUDA
-            and not event.name.startswith(("Memcpy", "Memset")))
+    return event.device_type == torch.autograd.DeviceType.CUDA and not event.name.startswith(
+        ("Memcpy", "Memset")
+    )
 
 
 def kernel_launches(variant, logits, target):

@@ -7,7 +7,6 @@ import math
 import tempfile
 
 import torch
-
 from train_step import build_trainers, loss_scale, random_batch, train_step
 
 
@@ -27,18 +26,26 @@ def loss_scale_run(arch, tokens, device, updates, model_args=()):
         runs[variant] = {"loss": losses, "loss_scale": scales}
         del trainers, trainer
         gc.collect()
-    halvings = [math.log2(b / r) for b, r in zip(runs["baseline"]["loss_scale"], runs["rdrop"]["loss_scale"])]
+    halvings = [
+        math.log2(b / r)
+        for b, r in zip(runs["baseline"]["loss_scale"], runs["rdrop"]["loss_scale"])
+    ]
     return {
         "arch": arch,
         "tokens_per_copy": random_batch(dictionary, tokens)["ntokens"],
         "vocab": len(dictionary),
         "updates": updates,
         "runs": runs,
-        "losses_finite": {v: all(x is None or math.isfinite(x) for x in r["loss"])
-                          and any(x is not None for x in r["loss"]) for v, r in runs.items()},
+        "losses_finite": {
+            v: all(x is None or math.isfinite(x) for x in r["loss"])
+            and any(x is not None for x in r["loss"])
+            for v, r in runs.items()
+        },
         "overflows": {v: sum(x is None for x in r["loss"]) for v, r in runs.items()},
-        "final_loss": {v: next((x for x in reversed(r["loss"]) if x is not None), None)
-                       for v, r in runs.items()},
+        "final_loss": {
+            v: next((x for x in reversed(r["loss"]) if x is not None), None)
+            for v, r in runs.items()
+        },
         "final_loss_scale": {v: r["loss_scale"][-1] for v, r in runs.items()},
         "max_halvings_below_baseline": max(halvings),
     }

@@ -20,7 +20,6 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-
 from common import dtype_name
 from loss import LOSS_VARIANTS, fwd_bwd, make_logits_and_target
 
@@ -77,16 +76,24 @@ def peak_memory_mb(tokens, vocab, device, dtype, threads, max_gb):
         return {v: extra_peak_bytes(v, logits, target) / 2**20 for v in LOSS_VARIANTS}
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(threads))
     options = ["--device", str(device), "--dtype", dtype_name(dtype), "--threads", str(threads)]
-    commands = [[sys.executable, __file__, variant, str(tokens), str(vocab), *options]
-                for variant in LOSS_VARIANTS]
+    commands = [
+        [sys.executable, __file__, variant, str(tokens), str(vocab), *options]
+        for variant in LOSS_VARIANTS
+    ]
     fits = len(commands) * estimated_official_peak_gb(tokens, vocab) <= max_gb
     with ThreadPoolExecutor(len(commands) if fits else 1) as pool:
-        runs = list(pool.map(lambda c: subprocess.run(c, capture_output=True, env=env, text=True), commands))
+        runs = list(
+            pool.map(lambda c: subprocess.run(c, capture_output=True, env=env, text=True), commands)
+        )
     for variant, run in zip(LOSS_VARIANTS, runs):
         if run.returncode != 0:
-            raise RuntimeError(f"memory worker {variant} N={tokens} V={vocab} failed:\n{run.stderr[-3000:]}")
-    return {v: json.loads(r.stdout.splitlines()[-1])["extra_bytes"] / 2**20
-            for v, r in zip(LOSS_VARIANTS, runs)}
+            raise RuntimeError(
+                f"memory worker {variant} N={tokens} V={vocab} failed:\n{run.stderr[-3000:]}"
+            )
+    return {
+        v: json.loads(r.stdout.splitlines()[-1])["extra_bytes"] / 2**20
+        for v, r in zip(LOSS_VARIANTS, runs)
+    }
 
 
 def main(argv=None):
@@ -99,8 +106,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    extra = worker_extra_peak_bytes(args.variant, args.tokens, args.vocab, args.device,
-                                    getattr(torch, args.dtype))
+    extra = worker_extra_peak_bytes(
+        args.variant, args.tokens, args.vocab, args.device, getattr(torch, args.dtype)
+    )
     print(json.dumps({"extra_bytes": extra}))
 
 

@@ -25,17 +25,25 @@ def loss_rows(result):
     ]
     for row in result["loss"]:
         if "skipped" in row:
-            lines.append(f"| {row['tokens']} | {row['vocab']} | skipped: {row['skipped']} |" + " |" * 13)
+            lines.append(
+                f"| {row['tokens']} | {row['vocab']} | skipped: {row['skipped']} |" + " |" * 13
+            )
             continue
-        ms, kl, mb, kl_mb = row["ms"], row["kl_overhead_ms"], row["extra_peak_mb"], row["kl_extra_mb"]
+        ms, kl, mb, kl_mb = (
+            row["ms"],
+            row["kl_overhead_ms"],
+            row["extra_peak_mb"],
+            row["kl_extra_mb"],
+        )
         launches = row["kernel_launches"]
+        counts = [fmt(launches[v], "d") for v in ("nll", "ours", "ours_torch", "official")]
         lines.append(
             f"| {row['tokens']} | {row['vocab']} | {ms['nll']:.2f} | {ms['fused_nll']:.2f} "
             f"| {ms['ours']:.2f} | {ms['ours_torch']:.2f} | {ms['official']:.2f} "
             f"| {row['loss_ratio_vs_nll']['ours']:.2f} | {kl['ours']:.2f} | {kl['official']:.2f} "
-            f"| {fmt(row['kl_speedup_vs_official'], '.2f')} | {mb['nll']:.0f} | {kl_mb['ours']:.0f} "
-            f"| {kl_mb['official']:.0f} | {row['kl_extra_memory_vs_official']:.3f} "
-            f"| {' / '.join(fmt(launches[v], 'd') for v in ('nll', 'ours', 'ours_torch', 'official'))} |"
+            f"| {fmt(row['kl_speedup_vs_official'], '.2f')} | {mb['nll']:.0f} "
+            f"| {kl_mb['ours']:.0f} | {kl_mb['official']:.0f} "
+            f"| {row['kl_extra_memory_vs_official']:.3f} | {' / '.join(counts)} |"
         )
     return lines
 
@@ -43,7 +51,8 @@ def loss_rows(result):
 def markdown(result):
     m, c = result["machine"], result["config"]
     lines = [
-        f"R-Drop benchmark: {m['device']} ({m['cpu']}), torch {m['torch']}, {m['threads']} threads, "
+        f"R-Drop benchmark: {m['device']} ({m['cpu']}), torch {m['torch']}, "
+        f"{m['threads']} threads, "
         f"{c['dtype']} logits, medians of {c['repeats']} (loss) and {c['step_repeats']} (step) "
         "interleaved repeats.",
         "",
@@ -52,12 +61,15 @@ def markdown(result):
         headline = []
         if "headline_size" in result:
             size, speedup = result["headline_size"], result["kl_speedup_vs_official"]
-            kl_time = (f"the KL overhead is {speedup:.2f}x faster than the official formula's"
-                       if speedup is not None else
-                       "the KL term adds no measurable time over our NLL alone")
+            kl_time = (
+                f"the KL overhead is {speedup:.2f}x faster than the official formula's"
+                if speedup is not None
+                else "the KL term adds no measurable time over our NLL alone"
+            )
             headline.append(
                 f"at N={size['tokens']}, V={size['vocab']} {kl_time}, its extra peak memory "
-                f"{result['kl_extra_memory_vs_official']:.3f}x of the official formula's")
+                f"{result['kl_extra_memory_vs_official']:.3f}x of the official formula's"
+            )
         if "step_ratio" in result:
             headline.append(f"training step R-Drop / baseline = {result['step_ratio']:.3f}")
         lines += ["Headline: " + "; ".join(headline) + ".", ""]
@@ -72,8 +84,10 @@ def markdown(result):
             "| step | ms | ratio vs baseline |",
             "|---|---:|---:|",
         ]
-        lines += [f"| {v} | {step['ms'][v]:.1f} | {step['ratio_vs_baseline'][v]:.3f} |"
-                  for v in STEP_VARIANTS]
+        lines += [
+            f"| {v} | {step['ms'][v]:.1f} | {step['ratio_vs_baseline'][v]:.3f} |"
+            for v in STEP_VARIANTS
+        ]
     if "loss_scale" in result:
         s = result["loss_scale"]
         lines += [
@@ -85,9 +99,11 @@ def markdown(result):
             "| run | losses finite | overflows | final loss | final loss scale |",
             "|---|---|---:|---:|---:|",
         ]
-        lines += [f"| {v} | {s['losses_finite'][v]} | {s['overflows'][v]} "
-                  f"| {fmt(s['final_loss'][v], '.3f')} | {fmt(s['final_loss_scale'][v], 'g')} |"
-                  for v in s["runs"]]
+        lines += [
+            f"| {v} | {s['losses_finite'][v]} | {s['overflows'][v]} "
+            f"| {fmt(s['final_loss'][v], '.3f')} | {fmt(s['final_loss_scale'][v], 'g')} |"
+            for v in s["runs"]
+        ]
     return "\n".join(lines) + "\n"
 
 

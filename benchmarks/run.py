@@ -23,14 +23,14 @@ import sys
 from pathlib import Path
 
 import torch
-
 from common import ALPHA, EPS, dtype_name
 from loss import KL_BASE, LOSS_VARIANTS, time_loss_variants
 from loss_scale import loss_scale_run
 from memory import estimated_official_peak_gb, peak_memory_mb
-from rdrop_tools.machine import machine_info
 from report import write_results
 from train_step import ARCH_VOCAB, time_train_steps
+
+from rdrop_tools.machine import machine_info
 
 FULL_SIZES = [(n, v) for n in (1024, 4096, 16384) for v in (10000, 32000, 40000)]
 QUICK_SIZES = [(4096, 10000)]
@@ -41,23 +41,37 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 def loss_row(tokens, vocab, device, dtype, threads, repeats, max_gb):
     row = {"tokens": tokens, "vocab": vocab}
     if estimated_official_peak_gb(tokens, vocab) > max_gb:
-        row["skipped"] = (f"estimated peak {estimated_official_peak_gb(tokens, vocab):.0f} GB "
-                          f"> --max-gb {max_gb:g}")
+        row["skipped"] = (
+            f"estimated peak {estimated_official_peak_gb(tokens, vocab):.0f} GB "
+            f"> --max-gb {max_gb:g}"
+        )
         return row
     row.update(time_loss_variants(tokens, vocab, device, dtype, repeats))
     row["extra_peak_mb"] = peak_memory_mb(tokens, vocab, device, dtype, threads, max_gb)
     overhead, extra = row["kl_overhead_ms"], row["extra_peak_mb"]
     # None where ours adds no measurable time over its own NLL (no ratio to speak of)
-    row["kl_speedup_vs_official"] = (overhead["official"] / overhead["ours"]
-                                     if overhead["ours"] > 0 else None)
+    row["kl_speedup_vs_official"] = (
+        overhead["official"] / overhead["ours"] if overhead["ours"] > 0 else None
+    )
     row["kl_extra_mb"] = {v: extra[v] - extra[base] for v, base in KL_BASE.items()}
     row["kl_extra_memory_vs_official"] = row["kl_extra_mb"]["ours"] / row["kl_extra_mb"]["official"]
     row["loss_ratio_vs_nll"] = {v: row["ms"][v] / row["ms"]["nll"] for v in LOSS_VARIANTS}
     return row
 
 
-def run_benchmark(loss_sizes, archs, step_tokens, device, dtype, threads, repeats, step_repeats,
-                  max_gb, loss_scale_updates=0, model_args=()):
+def run_benchmark(
+    loss_sizes,
+    archs,
+    step_tokens,
+    device,
+    dtype,
+    threads,
+    repeats,
+    step_repeats,
+    max_gb,
+    loss_scale_updates=0,
+    model_args=(),
+):
     torch.set_num_threads(threads)
     loss, steps = [], []
     for tokens, vocab in loss_sizes:
@@ -68,26 +82,38 @@ def run_benchmark(loss_sizes, archs, step_tokens, device, dtype, threads, repeat
         print(f"| step: {json.dumps(steps[-1])}", file=sys.stderr)
     result = {
         "machine": machine_info(device, threads),
-        "config": {"device": str(device), "dtype": dtype_name(dtype), "repeats": repeats,
-                   "step_repeats": step_repeats, "alpha": ALPHA, "label_smoothing": EPS,
-                   "max_gb": max_gb, "model_args": list(model_args)},
+        "config": {
+            "device": str(device),
+            "dtype": dtype_name(dtype),
+            "repeats": repeats,
+            "step_repeats": step_repeats,
+            "alpha": ALPHA,
+            "label_smoothing": EPS,
+            "max_gb": max_gb,
+            "model_args": list(model_args),
+        },
         "loss": loss,
         "steps": steps,
     }
     measured = [row for row in loss if "ms" in row]
     if measured:
-        headline = next((row for row in measured if (row["tokens"], row["vocab"]) == HEADLINE_SIZE),
-                        measured[0])
-        result.update({
-            "kl_speedup_vs_official": headline["kl_speedup_vs_official"],
-            "kl_extra_memory_vs_official": headline["kl_extra_memory_vs_official"],
-            "headline_size": {"tokens": headline["tokens"], "vocab": headline["vocab"]},
-        })
+        headline = next(
+            (row for row in measured if (row["tokens"], row["vocab"]) == HEADLINE_SIZE), measured[0]
+        )
+        result.update(
+            {
+                "kl_speedup_vs_official": headline["kl_speedup_vs_official"],
+                "kl_extra_memory_vs_official": headline["kl_extra_memory_vs_official"],
+                "headline_size": {"tokens": headline["tokens"], "vocab": headline["vocab"]},
+            }
+        )
     if steps:
         result["step_ratio"] = steps[0]["ratio_vs_baseline"]["rdrop"]
         result["official_step_ratio"] = steps[0]["ratio_vs_baseline"]["official"]
     if loss_scale_updates:
-        result["loss_scale"] = loss_scale_run(archs[0], step_tokens, device, loss_scale_updates, model_args)
+        result["loss_scale"] = loss_scale_run(
+            archs[0], step_tokens, device, loss_scale_updates, model_args
+        )
         print(f"| loss scale: {json.dumps(result['loss_scale'])}", file=sys.stderr)
     return result
 
@@ -104,37 +130,74 @@ def loss_size(text):
 
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="N=4096, V=10000 only and a step of 2x1024 tokens (under a minute)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="N=4096, V=10000 only and a step of 2x1024 tokens (under a minute)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
-    parser.add_argument("--out", type=Path,
-                        help="JSON file (a .md goes beside it); default benchmarks/results/"
-                        "DEVICE.json, DEVICE-quick.json with --quick")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="JSON file (a .md goes beside it); default benchmarks/results/"
+        "DEVICE.json, DEVICE-quick.json with --quick",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--device", type=torch.device, default=torch.device("cpu"))
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
-                        help="dtype of the logits; the step's --fp16/--bf16")
-    parser.add_argument("--loss-sizes", type=loss_size, nargs="*", metavar="NxV",
-                        help="loss-level sizes (default: N in 1024 4096 16384 x V in 10000 32000 "
-                        "40000; 4096x10000 with --quick); none given: no loss level")
-    parser.add_argument("--archs", nargs="*", choices=sorted(ARCH_VOCAB), metavar="ARCH",
-                        default=["transformer_iwslt_de_en"],
-                        help=f"training-step models, of {', '.join(ARCH_VOCAB)} (default: the first); "
-                        "none given: no training step")
-    parser.add_argument("--repeats", type=int, help="timed loss repeats (default 5, 3 with --quick)")
-    parser.add_argument("--step-repeats", type=int,
-                        help="timed training-step repeats (default 5, 1 with --quick)")
-    parser.add_argument("--max-gb", type=float, default=12.0,
-                        help="skip loss sizes whose estimated peak exceeds this")
-    parser.add_argument("--step-tokens", type=int,
-                        help="target tokens per copy in the step benchmark (default 2048, 1024 "
-                        "with --quick)")
-    parser.add_argument("--loss-scale-updates", type=int, default=0,
-                        help="also train the first architecture this many fp16 updates, baseline "
-                        "and ours, and record fairseq's loss scale (needs --dtype float16)")
-    parser.add_argument("--model-args", type=shlex.split, default=[],
-                        help="more fairseq-train model options for the step models, e.g. smaller "
-                        "dimensions for a dry run")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="dtype of the logits; the step's --fp16/--bf16",
+    )
+    parser.add_argument(
+        "--loss-sizes",
+        type=loss_size,
+        nargs="*",
+        metavar="NxV",
+        help="loss-level sizes (default: N in 1024 4096 16384 x V in 10000 32000 "
+        "40000; 4096x10000 with --quick); none given: no loss level",
+    )
+    parser.add_argument(
+        "--archs",
+        nargs="*",
+        choices=sorted(ARCH_VOCAB),
+        metavar="ARCH",
+        default=["transformer_iwslt_de_en"],
+        help=f"training-step models, of {', '.join(ARCH_VOCAB)} (default: the first); "
+        "none given: no training step",
+    )
+    parser.add_argument(
+        "--repeats", type=int, help="timed loss repeats (default 5, 3 with --quick)"
+    )
+    parser.add_argument(
+        "--step-repeats", type=int, help="timed training-step repeats (default 5, 1 with --quick)"
+    )
+    parser.add_argument(
+        "--max-gb",
+        type=float,
+        default=12.0,
+        help="skip loss sizes whose estimated peak exceeds this",
+    )
+    parser.add_argument(
+        "--step-tokens",
+        type=int,
+        help="target tokens per copy in the step benchmark (default 2048, 1024 with --quick)",
+    )
+    parser.add_argument(
+        "--loss-scale-updates",
+        type=int,
+        default=0,
+        help="also train the first architecture this many fp16 updates, baseline "
+        "and ours, and record fairseq's loss scale (needs --dtype float16)",
+    )
+    parser.add_argument(
+        "--model-args",
+        type=shlex.split,
+        default=[],
+        help="more fairseq-train model options for the step models, e.g. smaller "
+        "dimensions for a dry run",
+    )
     return parser
 
 
@@ -160,8 +223,9 @@ def main(argv=None):
         loss_scale_updates=args.loss_scale_updates,
         model_args=args.model_args,
     )
-    write_results(args.out or DEFAULT_OUT / f"{args.device.type}{'-quick' if args.quick else ''}.json",
-                  result)
+    write_results(
+        args.out or DEFAULT_OUT / f"{args.device.type}{'-quick' if args.quick else ''}.json", result
+    )
     if args.json:
         print(json.dumps(result))
 

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from common import ALPHA, EPS, dtype_name, seconds_of
 from fairseq import options, tasks
 from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
 from fairseq.criterions.label_smoothed_cross_entropy_with_rdrop import (
@@ -22,7 +23,6 @@ from fairseq.tasks.translation import TranslationTask
 from fairseq.trainer import Trainer
 
 import rdrop_fairseq  # noqa: F401  (registers the rdrop_translation task and our criterion)
-from common import ALPHA, EPS, dtype_name, seconds_of
 
 STEP_VARIANTS = ("baseline", "rdrop", "official")
 #: shared vocabulary of each architecture's training-step model (IWSLT14 de-en, WMT14 en-de)
@@ -44,17 +44,49 @@ def build_trainers(folder, arch, device, dtype, model_args=(), seed=1):
         dictionary.add_symbol(f"w{i}")
     for lang in ("de", "en"):
         dictionary.save(str(Path(folder) / f"dict.{lang}.txt"))
-    args = options.parse_args_and_arch(options.get_training_parser(), [
-        str(folder), "--task", "rdrop_translation", "-s", "de", "-t", "en",
-        "--criterion", "label_smoothed_cross_entropy_rdrop", "--rdrop-alpha", str(ALPHA),
-        "--label-smoothing", str(EPS), "--arch", arch, "--share-all-embeddings",
-        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
-        "--lr", "5e-4", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4000",
-        "--warmup-init-lr", "1e-7", "--seed", str(seed), "--distributed-world-size", "1",
-        *precision_options(dtype), *model_args,
-        # fairseq keeps the flat fp32 copy of fp16 weights on CUDA: on CPU, one copy per weight
-        *(["--cpu", "--fp16-no-flatten-grads"] if device.type == "cpu" else []),
-    ])
+    args = options.parse_args_and_arch(
+        options.get_training_parser(),
+        [
+            str(folder),
+            "--task",
+            "rdrop_translation",
+            "-s",
+            "de",
+            "-t",
+            "en",
+            "--criterion",
+            "label_smoothed_cross_entropy_rdrop",
+            "--rdrop-alpha",
+            str(ALPHA),
+            "--label-smoothing",
+            str(EPS),
+            "--arch",
+            arch,
+            "--share-all-embeddings",
+            "--optimizer",
+            "adam",
+            "--adam-betas",
+            "(0.9, 0.98)",
+            "--clip-norm",
+            "0.0",
+            "--lr",
+            "5e-4",
+            "--lr-scheduler",
+            "inverse_sqrt",
+            "--warmup-updates",
+            "4000",
+            "--warmup-init-lr",
+            "1e-7",
+            "--seed",
+            str(seed),
+            "--distributed-world-size",
+            "1",
+            *precision_options(dtype),
+            *model_args,
+            # fairseq keeps the flat fp32 copy of fp16 weights on CUDA: on CPU, one copy per weight
+            *(["--cpu", "--fp16-no-flatten-grads"] if device.type == "cpu" else []),
+        ],
+    )
     cfg = convert_namespace_to_omegaconf(args)
     torch.manual_seed(seed)
     rdrop_task = tasks.setup_task(cfg.task)
@@ -63,8 +95,10 @@ def build_trainers(folder, arch, device, dtype, model_args=(), seed=1):
     setups = {
         "baseline": (stock_task, LabelSmoothedCrossEntropyCriterion(stock_task, False, EPS)),
         "rdrop": (rdrop_task, rdrop_task.build_criterion(cfg.criterion)),
-        "official": (stock_task, RdropLabelSmoothedCrossEntropyCriterion(
-            stock_task, False, EPS, rdrop_alpha=ALPHA)),
+        "official": (
+            stock_task,
+            RdropLabelSmoothedCrossEntropyCriterion(stock_task, False, EPS, rdrop_alpha=ALPHA),
+        ),
     }
     trainers = {v: Trainer(cfg, task, model, criterion) for v, (task, criterion) in setups.items()}
     return rdrop_task.source_dictionary, trainers
@@ -83,8 +117,11 @@ def random_batch(dictionary, tokens, seed=0):
         "id": torch.arange(bsz),
         "nsentences": bsz,
         "ntokens": bsz * length,
-        "net_input": {"src_tokens": src, "src_lengths": torch.full((bsz,), length),
-                      "prev_output_tokens": prev},
+        "net_input": {
+            "src_tokens": src,
+            "src_lengths": torch.full((bsz,), length),
+            "prev_output_tokens": prev,
+        },
         "target": tgt,
     }
 
@@ -92,9 +129,13 @@ def random_batch(dictionary, tokens, seed=0):
 def train_step(variant, trainer, batch):
     """One update of fairseq's Trainer; the logging output, None when fp16 overflowed."""
     if variant == "baseline":  # the stock criterion on a batch of R-Drop's tensor sizes
-        batch = {**batch, "ntokens": 2 * batch["ntokens"], "nsentences": 2 * batch["nsentences"],
-                 "net_input": {k: torch.cat([v, v]) for k, v in batch["net_input"].items()},
-                 "target": torch.cat([batch["target"], batch["target"]])}
+        batch = {
+            **batch,
+            "ntokens": 2 * batch["ntokens"],
+            "nsentences": 2 * batch["nsentences"],
+            "net_input": {k: torch.cat([v, v]) for k, v in batch["net_input"].items()},
+            "target": torch.cat([batch["target"], batch["target"]]),
+        }
     elif variant == "official":  # fairseq's criterion doubles net_input in place: give it a copy
         batch = {**batch, "net_input": dict(batch["net_input"])}
     return trainer.train_step([batch])
@@ -127,8 +168,12 @@ def time_train_steps(arch, tokens, device, dtype, repeats, model_args=()):
     for r in range(repeats):
         for variant in STEP_VARIANTS[r % 3 :] + STEP_VARIANTS[: r % 3]:
             out = []
-            seconds[variant].append(seconds_of(
-                lambda: out.append(train_step(variant, trainers[variant], batch)), device))
+            seconds[variant].append(
+                seconds_of(
+                    lambda: out.append(train_step(variant, trainers[variant], batch)),  # noqa: B023
+                    device,
+                )
+            )
             overflows[variant] += out[0] is None
     ms = {v: 1e3 * statistics.median(s) for v, s in seconds.items()}
     return {
@@ -140,6 +185,9 @@ def time_train_steps(arch, tokens, device, dtype, repeats, model_args=()):
         "runs_ms": {v: [round(1e3 * t, 2) for t in s] for v, s in seconds.items()},
         "ratio_vs_baseline": {v: ms[v] / ms["baseline"] for v in STEP_VARIANTS},
         "overflowed_steps": overflows,
-        "peak_gpu_mb": ({v: step_peak_bytes(v, trainers[v], batch) / 2**20 for v in STEP_VARIANTS}
-                        if device.type == "cuda" else None),
+        "peak_gpu_mb": (
+            {v: step_peak_bytes(v, trainers[v], batch) / 2**20 for v in STEP_VARIANTS}
+            if device.type == "cuda"
+            else None
+        ),
     }

@@ -32,8 +32,9 @@ class LossBackend:
 
     def __init__(self, requested="auto"):
         if requested not in CHOICES:
-            raise UsageError(f"--rdrop-backend must be one of {', '.join(CHOICES)}, "
-                             f"got {requested!r}")
+            raise UsageError(
+                f"--rdrop-backend must be one of {', '.join(CHOICES)}, got {requested!r}"
+            )
         self.requested = requested
         self.chosen = {}  # (device type, dtype) -> "torch" or "triton"
 
@@ -54,8 +55,10 @@ class LossBackend:
                 except Exception as e:
                     problem = f"the kernel fails on {device}: {first_line(e)}"
             if problem:
-                raise UsageError(f"--rdrop-backend triton: {problem}; --rdrop-backend torch "
-                                 "trains with the PyTorch implementation")
+                raise UsageError(
+                    f"--rdrop-backend triton: {problem}; --rdrop-backend torch "
+                    "trains with the PyTorch implementation"
+                )
         elif self.requested == "auto" and default_backend(logits) == "triton":
             try:
                 try_kernels(logits, target, keep, epsilon, alpha, mode)
@@ -63,7 +66,10 @@ class LossBackend:
                 logger.warning(
                     "R-Drop loss: the Triton kernel cannot run on %s (%s): training with the "
                     "PyTorch implementation (same loss within fp32 rounding); choose with "
-                    "--rdrop-backend torch or triton", device, first_line(e))
+                    "--rdrop-backend torch or triton",
+                    device,
+                    first_line(e),
+                )
                 return "torch"
         else:
             logger.info("R-Drop loss: PyTorch on %s", device)
@@ -92,6 +98,7 @@ def try_kernels(logits, target, keep, epsilon, alpha, mode):
     pairs = min(n, TRIAL_PAIRS)
     trial = torch.cat([logits[:pairs], logits[n : n + pairs]]).detach().requires_grad_()
     with torch.enable_grad():
-        loss, _, _ = training_loss(trial, target[:pairs], keep[:pairs], epsilon, alpha, mode,
-                                   backend="triton")
+        loss, _, _ = training_loss(
+            trial, target[:pairs], keep[:pairs], epsilon, alpha, mode, backend="triton"
+        )
         loss.backward()

@@ -57,14 +57,30 @@ except ImportError:
 # numpy scalars (a numpy validation score), which numpy 2 pickles as numpy._core.multiarray.* and
 # numpy 1 as numpy.core.multiarray.*. Unpickling a numpy dtype builds an instance of its dtype
 # class (numpy.dtypes.Int64DType, ...), so the numeric ones are allowed too.
-_NUMERIC = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
-            np.uint64, np.float16, np.float32, np.float64)
+_NUMERIC = (
+    np.bool_,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+)
 ALLOWED_GLOBALS = [
-    argparse.Namespace, np.ndarray, np.dtype,
+    argparse.Namespace,
+    np.ndarray,
+    np.dtype,
     *sorted({type(np.dtype(t)) for t in _NUMERIC} - {np.dtype}, key=str),
-    *[(getattr(multiarray, name), f"{module}.{name}")
-      for module in ("numpy._core.multiarray", "numpy.core.multiarray")
-      for name in ("scalar", "_reconstruct")],
+    *[
+        (getattr(multiarray, name), f"{module}.{name}")
+        for module in ("numpy._core.multiarray", "numpy.core.multiarray")
+        for name in ("scalar", "_reconstruct")
+    ],
 ]
 
 
@@ -76,10 +92,26 @@ def _broadcast_globals():
     from fairseq.distributed.utils import _TensorPlaceholder
     from omegaconf import DictConfig, ListConfig, base, nodes
 
-    return [DictConfig, ListConfig, base.ContainerMetadata, base.Metadata, nodes.AnyNode,
-            nodes.StringNode, nodes.IntegerNode, nodes.FloatNode, nodes.BooleanNode,
-            collections.defaultdict, typing.Any, dict, int, float, str, bool, list,
-            _TensorPlaceholder]
+    return [
+        DictConfig,
+        ListConfig,
+        base.ContainerMetadata,
+        base.Metadata,
+        nodes.AnyNode,
+        nodes.StringNode,
+        nodes.IntegerNode,
+        nodes.FloatNode,
+        nodes.BooleanNode,
+        collections.defaultdict,
+        typing.Any,
+        dict,
+        int,
+        float,
+        str,
+        bool,
+        list,
+        _TensorPlaceholder,
+    ]
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,10 +139,15 @@ def policy():
     if trusted():
         return f"full unpickler ({TRUST_CHECKPOINTS}=1: only for files you trust)"
     if not safe_loading_works():
-        why = ("it has no torch.serialization.safe_globals" if not torch_can_load_safely()
-               else "its weights_only unpickler refuses the allowlist")
-        return (f"full unpickler: torch {torch.__version__} cannot load with an allowlist "
-                f"({why}; torch >= 2.6 can)")
+        why = (
+            "it has no torch.serialization.safe_globals"
+            if not torch_can_load_safely()
+            else "its weights_only unpickler refuses the allowlist"
+        )
+        return (
+            f"full unpickler: torch {torch.__version__} cannot load with an allowlist "
+            f"({why}; torch >= 2.6 can)"
+        )
     return f"safe (weights_only with an allowlist; {TRUST_CHECKPOINTS}=1 for trusted files)"
 
 
@@ -136,8 +173,13 @@ def load_checkpoint_file(f, map_location=None, *args, extra_globals=(), **kwargs
 
 
 #: Out of memory, in the host's memory or a device's (torch's own type where it has one).
-_OUT_OF_MEMORY = tuple({MemoryError, getattr(torch, "OutOfMemoryError", MemoryError),
-                        getattr(torch.cuda, "OutOfMemoryError", MemoryError)})
+_OUT_OF_MEMORY = tuple(
+    {
+        MemoryError,
+        getattr(torch, "OutOfMemoryError", MemoryError),
+        getattr(torch.cuda, "OutOfMemoryError", MemoryError),
+    }
+)
 #: What a RuntimeError about the device rather than the file says.
 _DEVICE_ERROR = re.compile(r"\b(CUDA|cuda|cuDNN|cuBLAS|CUBLAS|NCCL|HIP|MPS|XPU|device)\b")
 
@@ -147,8 +189,11 @@ def not_the_files_fault(exc):
     of memory, a CUDA or other device error): it then passes on as itself. (KeyboardInterrupt
     and other BaseExceptions are no Exception: they always do.)"""
     accelerator_error = getattr(torch, "AcceleratorError", ())  # torch >= 2.8: CUDA errors
-    return (isinstance(exc, (*_OUT_OF_MEMORY, accelerator_error)) or
-            isinstance(exc, RuntimeError) and _DEVICE_ERROR.search(str(exc)) is not None)
+    return (
+        isinstance(exc, (*_OUT_OF_MEMORY, accelerator_error))
+        or isinstance(exc, RuntimeError)
+        and _DEVICE_ERROR.search(str(exc)) is not None
+    )
 
 
 def _full_load(f, map_location, args, kwargs, extra_globals):
@@ -164,7 +209,6 @@ def _safe_load(f, map_location, args, kwargs, extra_globals):
         return torch.load(f, map_location, *args, weights_only=True, **kwargs)
 
 
-
 def unreadable_checkpoint(path, exc):
     """One line saying why ``torch.load`` could not read the checkpoint ``path`` (a file name,
     or an in-memory buffer such as a broadcast state)."""
@@ -172,8 +216,10 @@ def unreadable_checkpoint(path, exc):
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"cannot read checkpoint {path}: {exc.strerror}"
     if not isinstance(path, (str, bytes, os.PathLike)):
-        return _refused(f"the checkpoint state sent by rank 0 ({type(path).__name__})", exc) or \
-            f"cannot read the checkpoint state sent by rank 0 ({first_line(exc)})"
+        return (
+            _refused(f"the checkpoint state sent by rank 0 ({type(path).__name__})", exc)
+            or f"cannot read the checkpoint state sent by rank 0 ({first_line(exc)})"
+        )
     try:
         with open(path, "rb") as f:
             head = f.read(4)
@@ -195,8 +241,9 @@ def unreadable_checkpoint(path, exc):
 
 def _refused(what, exc):
     message = str(exc)
-    if not (isinstance(exc, pickle.UnpicklingError)
-            and message.startswith("Weights only load failed")):
+    if not (
+        isinstance(exc, pickle.UnpicklingError) and message.startswith("Weights only load failed")
+    ):
         return None
     found = re.search(r"GLOBAL (\S+)|but got <class '([^']+)'>", message)
     if found:
@@ -205,8 +252,10 @@ def _refused(what, exc):
     else:
         reason = message.split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
         name = f"data that torch's weights_only unpickler refuses ({reason})"
-    return (f"{what} holds {name}, which the safe loader does not allow; "
-            f"if you trust this file, set {TRUST_CHECKPOINTS}=1")
+    return (
+        f"{what} holds {name}, which the safe loader does not allow; "
+        f"if you trust this file, set {TRUST_CHECKPOINTS}=1"
+    )
 
 
 def _complete_zip(path):

@@ -128,7 +128,8 @@ def _save_errors_in_one_line(save_checkpoint):
             raise UsageError(
                 f"cannot save checkpoint {e.filename or cfg.save_dir}: {e.strerror or e}; training "
                 f"stopped at update {trainer.get_num_updates()}; the checkpoints in {cfg.save_dir} "
-                "are as they were (free space, then run the same command to resume)") from e
+                "are as they were (free space, then run the same command to resume)"
+            ) from e
         _saved_at = trainer.get_num_updates()
         return path
 
@@ -152,8 +153,11 @@ def _preemptible(validate_and_save):
         signum = (_signal or 0) if signal.getsignal(signal.SIGTERM) is _on_signal else 0
         if trainer.data_parallel_world_size > 1:  # all ranks stop at the same update
             flag = torch.tensor([signum], dtype=torch.int64, device=trainer.device)
-            signum = int(distributed_utils.all_reduce(
-                flag, trainer.data_parallel_process_group, op="max").item())
+            signum = int(
+                distributed_utils.all_reduce(
+                    flag, trainer.data_parallel_process_group, op="max"
+                ).item()
+            )
         if not signum or end_of_epoch:  # at the end of an epoch: its validation and save
             result = validate_and_save(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch)
             if not signum:
@@ -164,9 +168,13 @@ def _preemptible(validate_and_save):
         last = os.path.join(ck.save_dir, f"checkpoint_last{trainer.checkpoint_suffix}.pt")
         saved = "nothing saved" if ck.no_save or ck.no_last_checkpoints else f"saved {last}"
         if trainer.data_parallel_rank == 0:
-            print(f"stopped by {signal.Signals(signum).name} at update {updates} (epoch "
-                  f"{epoch_itr.epoch}): {saved}; to resume, run the same command again "
-                  f"(exit status {128 + signum})", file=sys.stderr, flush=True)
+            print(
+                f"stopped by {signal.Signals(signum).name} at update {updates} (epoch "
+                f"{epoch_itr.epoch}): {saved}; to resume, run the same command again "
+                f"(exit status {128 + signum})",
+                file=sys.stderr,
+                flush=True,
+            )
         _exit(trainer, 128 + signum)
 
     return wrapper
@@ -176,19 +184,31 @@ def _reruns_never_destroy(load_checkpoint):
     @functools.wraps(load_checkpoint)
     def wrapper(cfg, trainer, **kwargs):
         suffix, found = trainer.checkpoint_suffix, []
-        if not (cfg.no_save or cfg.restore_file != "checkpoint_last.pt" or cfg.reset_optimizer
-                or cfg.reset_lr_scheduler or cfg.reset_meters or cfg.reset_dataloader
-                or cfg.finetune_from_model or getattr(cfg, "continue_once", None)
-                or not is_local(cfg.save_dir) or not os.path.isdir(cfg.save_dir)
-                or os.path.exists(os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt"))):
-            found = sorted(n for n in os.listdir(cfg.save_dir)  # this run would start afresh
-                           if n.startswith("checkpoint") and n.endswith(f"{suffix}.pt"))
+        if not (
+            cfg.no_save
+            or cfg.restore_file != "checkpoint_last.pt"
+            or cfg.reset_optimizer
+            or cfg.reset_lr_scheduler
+            or cfg.reset_meters
+            or cfg.reset_dataloader
+            or cfg.finetune_from_model
+            or getattr(cfg, "continue_once", None)
+            or not is_local(cfg.save_dir)
+            or not os.path.isdir(cfg.save_dir)
+            or os.path.exists(os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt"))
+        ):
+            found = sorted(
+                n
+                for n in os.listdir(cfg.save_dir)  # this run would start afresh
+                if n.startswith("checkpoint") and n.endswith(f"{suffix}.pt")
+            )
         if found:
             raise UsageError(
                 f"--save-dir {cfg.save_dir} holds {', '.join(found)} but no checkpoint_last"
                 f"{suffix}.pt: this run would start from scratch and write over them; resume with "
                 f"--restore-file {os.path.join(cfg.save_dir, found[0])}, train into a new "
-                "--save-dir, or start over here on purpose with --reset-optimizer")
+                "--save-dir, or start over here on purpose with --reset-optimizer"
+            )
         if run_by_fairseq_command_line():  # SIGTERM, SIGUSR1: stop after the update
             for signum in (signal.SIGTERM, signal.SIGUSR1):
                 signal.signal(signum, _on_signal)
@@ -198,9 +218,12 @@ def _reruns_never_destroy(load_checkpoint):
         if updates > 0 and (updates >= max_update or epoch_itr.next_epoch_idx > max_epoch):
             reached = "update" if updates >= max_update else "epoch"
             if trainer.data_parallel_rank == 0:
-                print(f"nothing to do: the checkpoint loaded is at update {updates} (epoch "
-                      f"{epoch_itr.epoch}), so --max-{reached} is reached; raise it to train on",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"nothing to do: the checkpoint loaded is at update {updates} (epoch "
+                    f"{epoch_itr.epoch}), so --max-{reached} is reached; raise it to train on",
+                    file=sys.stderr,
+                    flush=True,
+                )
             _exit(trainer, 0)
         return extra_state, epoch_itr
 
@@ -232,8 +255,12 @@ def _stale(holder, me):
 def take_lock(save_dir):
     """Hold ``save_dir/rdrop-train.lock`` until this process exits; refuse a live holder."""
     path = os.path.join(save_dir, LOCK)
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": os.environ.get(
-        "SLURM_JOB_ID"), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
     for _ in range(3):
         try:  # O_EXCL: atomic on local file systems and NFS v3+
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -252,11 +279,17 @@ def take_lock(save_dir):
                 f"--save-dir {save_dir} is in use by another run: process {holder.get('pid')} "
                 f"on {holder.get('host')}, started {holder.get('started')} (lock file {path}); "
                 "wait for it to end or use another --save-dir (if that run is gone, delete the "
-                "lock file)")
+                "lock file)"
+            )
         if holder:
             logging.getLogger(__name__).warning(
-                "taking over %s from process %s on %s (started %s), %s", path, holder.get("pid"),
-                holder.get("host"), holder.get("started"), why)
+                "taking over %s from process %s on %s (started %s), %s",
+                path,
+                holder.get("pid"),
+                holder.get("host"),
+                holder.get("started"),
+                why,
+            )
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
     raise UsageError(f"--save-dir {save_dir}: could not take the lock file {path}")
@@ -285,16 +318,20 @@ def apply():
     """Install what is not yet (nothing with RDROP_FAIRSEQ_NO_FIXES=1); return the names."""
     if os.environ.get(NO_FIXES) == "1":
         return []
-    trains = [m for m in (sys.modules.get("fairseq_cli.train"), sys.modules.get("__main__"))
-              if getattr(getattr(m, "__spec__", None), "name", None) == "fairseq_cli.train"]
+    trains = [
+        m
+        for m in (sys.modules.get("fairseq_cli.train"), sys.modules.get("__main__"))
+        if getattr(getattr(m, "__spec__", None), "name", None) == "fairseq_cli.train"
+    ]
     cu, changed = checkpoint_utils, []
     for owner, attribute, make, name in (
-            (cu, "torch_persistent_save", _whole_or_absent_save, "whole-or-absent checkpoints"),
-            (cu, "save_checkpoint", _save_errors_in_one_line, "failed save in one line"),
-            (cu, "load_checkpoint", _reruns_never_destroy, "reruns never destroy"),
-            (cu, "verify_checkpoint_directory", _locked, "save dir lock"),
-            (cu, "PathManager", lambda _: _AtomicCopyPathManager, "atomic checkpoint copies"),
-            *[(m, "validate_and_save", _preemptible, "stop on SIGTERM/SIGUSR1") for m in trains]):
+        (cu, "torch_persistent_save", _whole_or_absent_save, "whole-or-absent checkpoints"),
+        (cu, "save_checkpoint", _save_errors_in_one_line, "failed save in one line"),
+        (cu, "load_checkpoint", _reruns_never_destroy, "reruns never destroy"),
+        (cu, "verify_checkpoint_directory", _locked, "save dir lock"),
+        (cu, "PathManager", lambda _: _AtomicCopyPathManager, "atomic checkpoint copies"),
+        *[(m, "validate_and_save", _preemptible, "stop on SIGTERM/SIGUSR1") for m in trains],
+    ):
         if getattr(getattr(owner, attribute), MARK, None) != name:
             changed.append(_set(owner, attribute, make(getattr(owner, attribute)), name))
     return changed

@@ -18,8 +18,10 @@ import re
 from .errors import UsageError
 
 MIN_FAIRSEQ = (0, 12, 2)
-INSTALL_FAIRSEQ = ("pip install 'rdrop-fairseq[fairseq]' (a new environment) or "
-                   "pip install fairseq-fixed (Python 3.12)")
+INSTALL_FAIRSEQ = (
+    "pip install 'rdrop-fairseq[fairseq]' (a new environment) or "
+    "pip install fairseq-fixed (Python 3.12)"
+)
 
 
 class FairseqUnavailable(UsageError, ImportError):
@@ -47,7 +49,8 @@ def check_fairseq():
     if version_tuple(version) < MIN_FAIRSEQ:
         raise FairseqUnavailable(
             f"rdrop-fairseq needs fairseq >= {need}, found {version} "
-            f"({getattr(fairseq, '__file__', '?')}): {INSTALL_FAIRSEQ}")
+            f"({getattr(fairseq, '__file__', '?')}): {INSTALL_FAIRSEQ}"
+        )
     return version
 
 
@@ -58,7 +61,8 @@ def takes_from_checkpoint(build_criterion_method):
     except (TypeError, ValueError):
         return True
     return "from_checkpoint" in parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
 
 
 def build_criterion(parent_build_criterion, cfg, from_checkpoint=False):

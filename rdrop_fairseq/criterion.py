@@ -88,15 +88,17 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         rdrop_loss="rdrop",
         rdrop_backend="auto",
     ):
-        super().__init__(
-            task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy
-        )
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         self.rdrop_alpha = checked_alpha(rdrop_alpha)
         if not (isinstance(rdrop_cutoff, (int, float)) and 0 <= rdrop_cutoff < 1):
-            raise UsageError(f"--rdrop-cutoff must be a probability in [0, 1), got {rdrop_cutoff!r}")
+            raise UsageError(
+                f"--rdrop-cutoff must be a probability in [0, 1), got {rdrop_cutoff!r}"
+            )
         if rdrop_cutoff > 0 and self.rdrop_alpha == 0:
-            raise UsageError("--rdrop-cutoff needs --rdrop-alpha > 0 (with 0 the criterion is "
-                             "the stock one, which runs one clean copy)")
+            raise UsageError(
+                "--rdrop-cutoff needs --rdrop-alpha > 0 (with 0 the criterion is "
+                "the stock one, which runs one clean copy)"
+            )
         self.rdrop_cutoff = float(rdrop_cutoff)
         self.rdrop_loss = str(rdrop_loss)
         self.loss_backend = LossBackend(str(rdrop_backend))
@@ -110,10 +112,12 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
             net_output = model(**sample["net_input"])
         if outputs_log_softmax_of_logits(model):
             loss, nll_loss, kl_loss, n_correct, total = self.loss_from_logits(
-                model, net_output, sample)
+                model, net_output, sample
+            )
         else:
             loss, nll_loss, kl_loss, n_correct, total = self.loss_from_log_probs(
-                model, net_output, sample)
+                model, net_output, sample
+            )
 
         nsentences = sample["target"].size(0) // 2
         sample_size = nsentences if self.sentence_avg else sample["ntokens"]
@@ -141,8 +145,12 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         target = target.reshape(-1)
         copy_positions = target.numel() // 2  # copy 2's positions follow copy 1's, aligned
         loss, nll_loss, kl_loss = self.loss_backend(
-            flat_logits, target[:copy_positions], keep[:copy_positions], self.eps,
-            self.rdrop_alpha, self.rdrop_loss,
+            flat_logits,
+            target[:copy_positions],
+            keep[:copy_positions],
+            self.eps,
+            self.rdrop_alpha,
+            self.rdrop_loss,
         )
         n_correct = total = None
         if self.report_accuracy:
@@ -178,7 +186,12 @@ class LabelSmoothedCrossEntropyRDropCriterion(LabelSmoothedCrossEntropyCriterion
         copy_rows = lprobs.size(0) // 2  # rows [0, n) are copy 1, [n, 2n) copy 2
         every_row = target.new_ones(copy_rows, dtype=torch.bool)
         loss, nll_loss, kl_loss = self.loss_backend(
-            lprobs, target[:copy_rows], every_row, self.eps, self.rdrop_alpha, self.rdrop_loss,
+            lprobs,
+            target[:copy_rows],
+            every_row,
+            self.eps,
+            self.rdrop_alpha,
+            self.rdrop_loss,
         )
         scored = self.scored_rows(copy_rows)
         n_correct = None
@@ -224,7 +237,8 @@ def checked_alpha(alpha):
         raise UsageError(
             f"--rdrop-alpha {alpha:g} is too large: above {MAX_ALPHA:g} the KL term outweighs the "
             "NLL more than a thousandfold and training no longer learns the targets "
-            "(usual values: 0.1 to 10)")
+            "(usual values: 0.1 to 10)"
+        )
     return float(alpha)
 
 

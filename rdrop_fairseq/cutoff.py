@@ -31,7 +31,9 @@ def cut_second_copy(tokens, embeddings, p, never_cut, draw=draw_cut_mask):
     in ``never_cut`` zeroed where ``draw(tokens[B:], p)`` is True. Rows ``[0, B)`` are returned
     unchanged, bit for bit."""
     if tokens.size(0) % 2:
-        raise ValueError(f"a batch of two stacked copies has an even row count, got {tokens.size(0)}")
+        raise ValueError(
+            f"a batch of two stacked copies has an even row count, got {tokens.size(0)}"
+        )
     second = tokens[tokens.size(0) // 2 :]
     cut = draw(second, p)
     for token in never_cut:
@@ -49,8 +51,10 @@ def token_embeddings(model):
         if isinstance(embed, torch.nn.Module) and all(embed is not e for e in found):
             found.append(embed)
     if not found:
-        raise UsageError(f"--rdrop-cutoff: {type(model).__name__} has no encoder.embed_tokens "
-                         "or decoder.embed_tokens to cut")
+        raise UsageError(
+            f"--rdrop-cutoff: {type(model).__name__} has no encoder.embed_tokens "
+            "or decoder.embed_tokens to cut"
+        )
     return found
 
 
@@ -59,6 +63,7 @@ def second_copy_cutoff(model, p, never_cut, draw=None):
     """Within the block, every call of the model's token embeddings cuts the second copy's rows
     (see :func:`cut_second_copy`); the hooks are removed on exit. ``draw`` defaults to this
     module's :func:`draw_cut_mask`, looked up at each call (tests replace it)."""
+
     def hook(module, inputs, output):
         return cut_second_copy(inputs[0], output, p, never_cut, draw or draw_cut_mask)
 

@@ -16,13 +16,21 @@ def is_local(path):
 
 
 def _languages(path):
-    return sorted(n[len("dict."):-len(".txt")] for n in os.listdir(path)
-                  if n.startswith("dict.") and n.endswith(".txt"))
+    return sorted(
+        n[len("dict.") : -len(".txt")]
+        for n in os.listdir(path)
+        if n.startswith("dict.") and n.endswith(".txt")
+    )
 
 
 def _pairs(path):
-    return sorted({n.split(".")[1] for n in os.listdir(path)
-                   if n.count(".") >= 2 and n.split(".")[1].count("-") == 1})
+    return sorted(
+        {
+            n.split(".")[1]
+            for n in os.listdir(path)
+            if n.count(".") >= 2 and n.split(".")[1].count("-") == 1
+        }
+    )
 
 
 def check_dictionaries(data, source_lang, target_lang):
@@ -39,21 +47,26 @@ def check_dictionaries(data, source_lang, target_lang):
     if source_lang is None or target_lang is None:
         source_lang, target_lang = data_utils.infer_language_pair(paths[0])
         if source_lang is None:
-            raise UsageError(f"{paths[0]} holds no <split>.<src>-<tgt>.* files: "
-                             "give the languages with -s/--source-lang and -t/--target-lang")
+            raise UsageError(
+                f"{paths[0]} holds no <split>.<src>-<tgt>.* files: "
+                "give the languages with -s/--source-lang and -t/--target-lang"
+            )
     for flag, lang in (("-s/--source-lang", source_lang), ("-t/--target-lang", target_lang)):
         if not os.path.isfile(os.path.join(paths[0], f"dict.{lang}.txt")):
             raise UsageError(
                 f"{flag} {lang}: {paths[0]} has no dict.{lang}.txt "
-                f"(its dictionaries: {', '.join(_languages(paths[0])) or 'none'})")
+                f"(its dictionaries: {', '.join(_languages(paths[0])) or 'none'})"
+            )
 
 
 def missing_data_error(exc, data, split, source_lang, target_lang):
     """A :class:`UsageError` explaining a ``FileNotFoundError`` from ``load_dataset(split)``."""
     where = [p for p in utils.split_paths(data) if is_local(p) and os.path.isdir(p)]
     found = "; ".join(f"{p}: {', '.join(_pairs(p)) or 'none'}" for p in where)
-    return UsageError(f"no '{split}' data for {source_lang}-{target_lang} ({first_line(exc)}); "
-                      f"language pairs found: {found or 'none'}")
+    return UsageError(
+        f"no '{split}' data for {source_lang}-{target_lang} ({first_line(exc)}); "
+        f"language pairs found: {found or 'none'}"
+    )
 
 
 # -- binarized splits (called before fairseq loads them) ----------------------------------------
@@ -96,11 +109,14 @@ def check_split(data, split, source_lang, target_lang, epoch=1, combine=False):
                 f"{prefix}{{{source_lang},{target_lang}}}: the {source_lang} side holds {src} "
                 f"sentences and the {target_lang} side {tgt}; the two sides of a parallel corpus "
                 "must have one line per sentence each (check the text files with "
-                "rdrop-check-parallel, then run fairseq-preprocess again)")
+                "rdrop-check-parallel, then run fairseq-preprocess again)"
+            )
     if found and total == 0:
-        raise UsageError(f"the '{split}' split in {path} holds no sentences "
-                         f"({split}.{source_lang}-{target_lang}.* is empty): run "
-                         "fairseq-preprocess on non-empty text")
+        raise UsageError(
+            f"the '{split}' split in {path} holds no sentences "
+            f"({split}.{source_lang}-{target_lang}.* is empty): run "
+            "fairseq-preprocess on non-empty text"
+        )
 
 
 def check_max_tokens(dataset, split, max_tokens, max_positions, ignore_invalid_inputs):
@@ -116,10 +132,14 @@ def check_max_tokens(dataset, split, max_tokens, max_positions, ignore_invalid_i
     if len(indices) == 0:
         shortest = int(dataset.num_tokens_vec(np.arange(len(dataset), dtype=np.int64)).min())
         if shortest > max_tokens:
-            raise UsageError(f"no sentence of '{split}' fits in {flag} {max_tokens}: the shortest "
-                             f"has {shortest} tokens; raise it to at least {shortest}")
-        raise UsageError(f"no sentence of '{split}' fits the model's maximum lengths "
-                         f"{max_positions} (--max-source-positions, --max-target-positions)")
+            raise UsageError(
+                f"no sentence of '{split}' fits in {flag} {max_tokens}: the shortest "
+                f"has {shortest} tokens; raise it to at least {shortest}"
+            )
+        raise UsageError(
+            f"no sentence of '{split}' fits the model's maximum lengths "
+            f"{max_positions} (--max-source-positions, --max-target-positions)"
+        )
     tokens = dataset.num_tokens_vec(np.asarray(indices, dtype=np.int64))
     longest = int(tokens.max())
     if longest > max_tokens:
@@ -127,4 +147,5 @@ def check_max_tokens(dataset, split, max_tokens, max_positions, ignore_invalid_i
             f"sentence {int(indices[int(tokens.argmax())])} of '{split}' has {longest} tokens, "
             f"more than {flag} {max_tokens}: raise it to at least {longest} "
             "(--skip-invalid-size-inputs-valid-test skips only sentences longer than "
-            "--max-source-positions/--max-target-positions, not these)")
+            "--max-source-positions/--max-target-positions, not these)"
+        )

@@ -69,12 +69,17 @@ def mismatch(path, state_fingerprints, dictionaries, files, resuming=False):
         then, now = (state_fingerprints or {}).get(side), fingerprint(dictionary)
         if not isinstance(then, dict) or then == now:
             continue
-        how = (f"{then['size']} symbols in the checkpoint, {now['size']} here"
-               if then.get("size") != now["size"] else "the same symbols in another order")
-        return (f"checkpoint {path} was trained with another {side} dictionary than "
-                f"{files[side]} ({how}): use the data directory it was trained on (or binarize "
-                "new data with its dictionaries: fairseq-preprocess --srcdict/--tgtdict)"
-                + ("; to train a new model on this data, use a new --save-dir" if resuming else ""))
+        how = (
+            f"{then['size']} symbols in the checkpoint, {now['size']} here"
+            if then.get("size") != now["size"]
+            else "the same symbols in another order"
+        )
+        return (
+            f"checkpoint {path} was trained with another {side} dictionary than "
+            f"{files[side]} ({how}): use the data directory it was trained on (or binarize "
+            "new data with its dictionaries: fairseq-preprocess --srcdict/--tgtdict)"
+            + ("; to train a new model on this data, use a new --save-dir" if resuming else "")
+        )
     return None
 
 
@@ -82,8 +87,13 @@ def check(path, state_fingerprints, task, resuming=False):
     """A :class:`UsageError` unless the dictionaries of ``task`` are those of the checkpoint."""
     if state_fingerprints and task is not None:
         found = _dictionaries(task)
-        problem = mismatch(path, state_fingerprints, found,
-                           {side: _data_file(task, side) for side in found}, resuming)
+        problem = mismatch(
+            path,
+            state_fingerprints,
+            found,
+            {side: _data_file(task, side) for side in found},
+            resuming,
+        )
         if problem:
             raise UsageError(problem)
 
@@ -92,10 +102,13 @@ def data_mismatch(path, state, data, source_lang, target_lang):
     """:func:`mismatch` for the ``dict.{lang}.txt`` files of the folder ``data``."""
     from fairseq.data import Dictionary
 
-    files = {"source": os.path.join(data, f"dict.{source_lang}.txt"),
-             "target": os.path.join(data, f"dict.{target_lang}.txt")}
-    return mismatch(path, recorded(state), {side: Dictionary.load(f) for side, f in files.items()},
-                    files)
+    files = {
+        "source": os.path.join(data, f"dict.{source_lang}.txt"),
+        "target": os.path.join(data, f"dict.{target_lang}.txt"),
+    }
+    return mismatch(
+        path, recorded(state), {side: Dictionary.load(f) for side, f in files.items()}, files
+    )
 
 
 @contextlib.contextmanager
@@ -175,8 +188,16 @@ def fixes():
         (trainer.Trainer, "state_dict", _record_in_state, "dictionary fingerprints saved"),
         (cu, "load_checkpoint_to_cpu", _checked_on_read, "dictionaries checked on load"),
         (tasks, "setup_task", _task_checked, "dictionaries checked on load (task)"),
-        (trainer.Trainer, "load_checkpoint", _trainer_load_checked,
-         "dictionaries checked on resume"),
-        (cu, "load_model_ensemble_and_task", _ensemble_load_checked,
-         "dictionaries checked on generate"),
+        (
+            trainer.Trainer,
+            "load_checkpoint",
+            _trainer_load_checked,
+            "dictionaries checked on resume",
+        ),
+        (
+            cu,
+            "load_model_ensemble_and_task",
+            _ensemble_load_checked,
+            "dictionaries checked on generate",
+        ),
     ]

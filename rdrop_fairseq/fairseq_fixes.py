@@ -13,7 +13,8 @@ is parsed, no file written), acts only then, and logs once at INFO level what it
   not a multiple of ``--required-batch-size-multiple`` (fairseq #5036, #5351); it is appended to
   evaluation data (valid, test, generation). Training batches stay fairseq's own.
 - ``--bf16`` without a TPU: fairseq turns ``--bf16`` into ``--tpu`` (fairseq #4696) and then fails
-  without ``torch_xla``; those flags are cleared, so bf16 trains on CUDA or, with ``--cpu``, the CPU.
+  without ``torch_xla``; those flags are cleared, so bf16 trains on CUDA or, with ``--cpu``, on
+  the CPU.
 - ``--fp16``/``--amp`` on a machine without CUDA: one line before any work (fairseq fails
   in its optimizer after loading the data).
 - Exact resume in any epoch, dictionary fingerprints in checkpoints, one-line resume and data
@@ -84,11 +85,15 @@ def _missing_restore_file_is_an_error(load_checkpoint):
             suffix = trainer.checkpoint_suffix
             path = restore.replace(".pt", suffix + ".pt") if suffix else restore
             last = os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt")
-            if (is_local(path) and not PathManager.exists(path)
-                    and os.path.abspath(path) != os.path.abspath(last)):
+            if (
+                is_local(path)
+                and not PathManager.exists(path)
+                and os.path.abspath(path) != os.path.abspath(last)
+            ):
                 raise UsageError(
                     f"--restore-file {restore}: {path} does not exist (a relative path is read "
-                    "from the current directory, not from --save-dir)")
+                    "from the current directory, not from --save-dir)"
+                )
         return load_checkpoint(cfg, trainer, **kwargs)
 
     return wrapper
@@ -111,8 +116,9 @@ def _missing_model_file_in_one_line(load_ensemble):
 
 
 def _drops_last_batch(batch_by_size):
-    batches = batch_by_size(np.arange(3, dtype=np.int64), lambda i: 1, max_sentences=2,
-                            required_batch_size_multiple=2)
+    batches = batch_by_size(
+        np.arange(3, dtype=np.int64), lambda i: 1, max_sentences=2, required_batch_size_multiple=2
+    )
     return sum(len(b) for b in batches) < 3
 
 
@@ -140,14 +146,26 @@ def _keep_last_batch(batch_by_size):
     buggy = _probe_once(lambda: _drops_last_batch(batch_by_size))
 
     @functools.wraps(batch_by_size)
-    def wrapper(indices, num_tokens_fn, num_tokens_vec=None, max_tokens=None,
-                max_sentences=None, required_batch_size_multiple=1, fixed_shapes=None):
+    def wrapper(
+        indices,
+        num_tokens_fn,
+        num_tokens_vec=None,
+        max_tokens=None,
+        max_sentences=None,
+        required_batch_size_multiple=1,
+        fixed_shapes=None,
+    ):
         if not isinstance(indices, np.ndarray):
             indices = np.fromiter(indices, dtype=np.int64, count=-1)
         batches = batch_by_size(
-            indices, num_tokens_fn, num_tokens_vec=num_tokens_vec, max_tokens=max_tokens,
-            max_sentences=max_sentences, required_batch_size_multiple=required_batch_size_multiple,
-            fixed_shapes=fixed_shapes)
+            indices,
+            num_tokens_fn,
+            num_tokens_vec=num_tokens_vec,
+            max_tokens=max_tokens,
+            max_sentences=max_sentences,
+            required_batch_size_multiple=required_batch_size_multiple,
+            fixed_shapes=fixed_shapes,
+        )
         if fixed_shapes is None and not _building_training_batches.get() and buggy():
             batched = sum(len(batch) for batch in batches)
             if batched < len(indices):
@@ -167,16 +185,28 @@ def _check_precision(cfg):
         for key in cfg:  # cfg.common, cfg.distributed_training, cfg.optimizer, ... all copy it
             group = cfg[key]
             if getattr(group, "tpu", False):
-                setattr(group, "tpu", False)
-        _log_once("bf16", "--bf16 without torch_xla: training in bfloat16 on "
-                  + ("the CPU" if common.cpu else "CUDA if available") + ", not on a TPU")
-    half = [flag for flag, on in (("--fp16", common.fp16),
-                                  ("--memory-efficient-fp16", common.memory_efficient_fp16),
-                                  ("--amp", common.amp)) if on]
+                group.tpu = False
+        _log_once(
+            "bf16",
+            "--bf16 without torch_xla: training in bfloat16 on "
+            + ("the CPU" if common.cpu else "CUDA if available")
+            + ", not on a TPU",
+        )
+    half = [
+        flag
+        for flag, on in (
+            ("--fp16", common.fp16),
+            ("--memory-efficient-fp16", common.memory_efficient_fp16),
+            ("--amp", common.amp),
+        )
+        if on
+    ]
     if half and (common.cpu or not torch.cuda.is_available()):
         where = "with --cpu" if common.cpu else "on this machine: torch sees no CUDA device"
-        raise UsageError(f"{half[0]} trains on CUDA only, {where}; leave it out "
-                         "(--bf16 --cpu trains in bfloat16 on the CPU)")
+        raise UsageError(
+            f"{half[0]} trains on CUDA only, {where}; leave it out "
+            "(--bf16 --cpu trains in bfloat16 on the CPU)"
+        )
 
 
 def _precision_checked(call_main):
@@ -208,7 +238,8 @@ def non_finite_error(exc, trainer_):
         f"training stopped at update {trainer_.get_num_updates() + 1}: the loss or its gradient "
         f"is not finite (fairseq: {str(exc).splitlines()[0]}); likely causes: "
         f"{', '.join(causes)}; the checkpoints in {save_dir} are as they were (fairseq wrote "
-        f"the failing state to {os.path.join(save_dir, 'crash.pt')})")
+        f"the failing state to {os.path.join(save_dir, 'crash.pt')})"
+    )
 
 
 def _non_finite_in_one_line(train_step):
@@ -220,8 +251,10 @@ def _non_finite_in_one_line(train_step):
             # fairseq re-runs the step under its NanDetector, which can fail in turn (then the
             # FloatingPointError is the context of what it raises)
             cause = e
-            while cause is not None and not (isinstance(cause, FloatingPointError) and any(
-                    text in str(cause) for text in NON_FINITE)):
+            while cause is not None and not (
+                isinstance(cause, FloatingPointError)
+                and any(text in str(cause) for text in NON_FINITE)
+            ):
                 cause = cause.__context__
             if cause is None:
                 raise
@@ -246,38 +279,74 @@ def apply():
         return []
     cu, changed = checkpoint_utils, []
     if not _applied(cu.load_checkpoint):
-        changed.append(_set(cu, "load_checkpoint",
-                            _missing_restore_file_is_an_error(cu.load_checkpoint),
-                            "missing --restore-file is an error"))
+        changed.append(
+            _set(
+                cu,
+                "load_checkpoint",
+                _missing_restore_file_is_an_error(cu.load_checkpoint),
+                "missing --restore-file is an error",
+            )
+        )
     if not _applied(cu.load_model_ensemble_and_task):
-        changed.append(_set(cu, "load_model_ensemble_and_task",
-                            _missing_model_file_in_one_line(cu.load_model_ensemble_and_task),
-                            "missing --path in one line"))
+        changed.append(
+            _set(
+                cu,
+                "load_model_ensemble_and_task",
+                _missing_model_file_in_one_line(cu.load_model_ensemble_and_task),
+                "missing --path in one line",
+            )
+        )
     if not _applied(data_utils.batch_by_size):
-        changed.append(_set(data_utils, "batch_by_size",
-                            _keep_last_batch(data_utils.batch_by_size), "last batch kept"))
+        changed.append(
+            _set(
+                data_utils,
+                "batch_by_size",
+                _keep_last_batch(data_utils.batch_by_size),
+                "last batch kept",
+            )
+        )
     if not _installed(trainer.Trainer.get_train_iterator, "training batches as fairseq's"):
-        changed.append(_set(trainer.Trainer, "get_train_iterator",
-                            _training_batches_as_installed(trainer.Trainer.get_train_iterator),
-                            "training batches as fairseq's"))
+        changed.append(
+            _set(
+                trainer.Trainer,
+                "get_train_iterator",
+                _training_batches_as_installed(trainer.Trainer.get_train_iterator),
+                "training batches as fairseq's",
+            )
+        )
     if not _applied(distributed_utils.call_main):
-        changed.append(_set(distributed_utils, "call_main",
-                            _precision_checked(distributed_utils.call_main),
-                            "--bf16 without TPU, --fp16 without CUDA"))
+        changed.append(
+            _set(
+                distributed_utils,
+                "call_main",
+                _precision_checked(distributed_utils.call_main),
+                "--bf16 without TPU, --fp16 without CUDA",
+            )
+        )
     if not _applied(trainer.Trainer.train_step):
-        changed.append(_set(trainer.Trainer, "train_step",
-                            _non_finite_in_one_line(trainer.Trainer.train_step),
-                            "non-finite loss in one line"))
+        changed.append(
+            _set(
+                trainer.Trainer,
+                "train_step",
+                _non_finite_in_one_line(trainer.Trainer.train_step),
+                "non-finite loss in one line",
+            )
+        )
     from . import data_errors, dictionary_check, resume  # noqa: E402 (their own modules)
 
     for owner, attribute, fix, name in (
-            resume.fixes() + dictionary_check.fixes() + data_errors.fixes()):
+        resume.fixes() + dictionary_check.fixes() + data_errors.fixes()
+    ):
         if not _installed(getattr(owner, attribute), name):
             changed.append(_set(owner, attribute, fix(getattr(owner, attribute)), name))
     from . import checkpoint_saving  # noqa: E402 (its own module)
 
     changed += checkpoint_saving.apply()
     if changed:
-        logger.info("changes to fairseq %s (each where fairseq needs it; %s=1 turns them off): %s",
-                    fairseq.__version__, NO_FIXES, ", ".join(changed))
+        logger.info(
+            "changes to fairseq %s (each where fairseq needs it; %s=1 turns them off): %s",
+            fairseq.__version__,
+            NO_FIXES,
+            ", ".join(changed),
+        )
     return changed

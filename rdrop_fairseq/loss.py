@@ -41,7 +41,11 @@ class Coefficients:
         nll_weight = 1.0 - epsilon - smoothing
         simcut = mode == "simcut"
         return cls(
-            alpha, simcut, vocab, smoothing, nll_weight,
+            alpha,
+            simcut,
+            vocab,
+            smoothing,
+            nll_weight,
             p_weight=nll_weight + smoothing * vocab,
             kl_weight=alpha if simcut else 0.5 * alpha,
         )
@@ -69,12 +73,14 @@ def training_loss(logits, target, keep, epsilon, alpha, mode="rdrop", backend=No
             f"{tuple(target.shape)} and {tuple(keep.shape)}"
         )
     if keep.dtype != torch.bool or logits.size(1) < 2:
-        raise ValueError(f"expected a bool keep mask and V >= 2, got {keep.dtype} and "
-                         f"V = {logits.size(1)}")
+        raise ValueError(
+            f"expected a bool keep mask and V >= 2, got {keep.dtype} and V = {logits.size(1)}"
+        )
     epsilon, alpha = float(epsilon), float(alpha)
     if not (0.0 <= epsilon <= 1.0 and 0.0 <= alpha < math.inf):
-        raise ValueError(f"expected 0 <= epsilon <= 1 and a finite alpha >= 0, got {epsilon} "
-                         f"and {alpha}")
+        raise ValueError(
+            f"expected 0 <= epsilon <= 1 and a finite alpha >= 0, got {epsilon} and {alpha}"
+        )
     coefficients = Coefficients.of(epsilon, alpha, mode, logits.size(1))
     if (backend or default_backend(logits)) == "triton":
         from . import triton_loss

@@ -72,8 +72,11 @@ def keep_first_epoch_batches(get_train_iterator):
         first.epoch = itr.epoch  # otherwise as fairseq made it: in epoch e
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
-        _log_once(NAME, f"resuming in epoch {epoch}, the training batches are those a run that "
-                  "never stopped built in epoch 1 (fairseq builds other ones)")
+        _log_once(
+            NAME,
+            f"resuming in epoch {epoch}, the training batches are those a run that "
+            "never stopped built in epoch 1 (fairseq builds other ones)",
+        )
         return first
 
     return wrapper
@@ -85,16 +88,21 @@ def resumable_alternatives(path):
     if not isinstance(path, str) or not os.path.basename(path).startswith("checkpoint_last"):
         return ""
     folder = os.path.dirname(path) or "."
-    found = [os.path.join(folder, name) for name in os.listdir(folder)
-             if re.fullmatch(r"checkpoint(_best|\d+|_\d+_\d+)\.pt", name)]
+    found = [
+        os.path.join(folder, name)
+        for name in os.listdir(folder)
+        if re.fullmatch(r"checkpoint(_best|\d+|_\d+_\d+)\.pt", name)
+    ]
     found = [p for p in found if os.path.isfile(p) and os.path.getsize(p) > 0]
     if not found:
         return ""
     best = [p for p in found if p.endswith("checkpoint_best.pt")]
     newest = sorted(set(found) - set(best), key=os.path.getmtime)[-1:]
     names = " or ".join(f"--restore-file {p}" for p in best + newest)
-    return (f"; resume from an older checkpoint with {names} (given once: later runs resume "
-            "from the checkpoint_last.pt it writes)")
+    return (
+        f"; resume from an older checkpoint with {names} (given once: later runs resume "
+        "from the checkpoint_last.pt it writes)"
+    )
 
 
 MISMATCH = "Cannot load model parameters from checkpoint"
@@ -120,13 +128,20 @@ def _model_mismatch_in_one_line(load_checkpoint):
                 f"builds (another --arch, model size or dictionary size; {_mismatch(e)}); to "
                 f"start a new run, use a new --save-dir (or move {filename} away), or resume "
                 f"with the options it was trained with; --reset-optimizer and the other --reset-* "
-                "flags still load its parameters") from e
+                "flags still load its parameters"
+            ) from e
 
     return wrapper
 
 
 def fixes():
     """(owner, attribute, wrapper factory, name) of each change this module makes."""
-    return [(trainer.Trainer, "get_train_iterator", keep_first_epoch_batches, NAME),
-            (trainer.Trainer, "load_checkpoint", _model_mismatch_in_one_line,
-             "another model in checkpoint_last.pt in one line")]
+    return [
+        (trainer.Trainer, "get_train_iterator", keep_first_epoch_batches, NAME),
+        (
+            trainer.Trainer,
+            "load_checkpoint",
+            _model_mismatch_in_one_line,
+            "another model in checkpoint_last.pt in one line",
+        ),
+    ]

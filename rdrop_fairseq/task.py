@@ -6,9 +6,9 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from . import compat
+from .criterion import LabelSmoothedCrossEntropyRDropCriterion
 from .data_checks import check_dictionaries, check_max_tokens, check_split, missing_data_error
 from .errors import UsageError
-from .criterion import LabelSmoothedCrossEntropyRDropCriterion
 from .sample import duplicate_sample
 
 
@@ -24,8 +24,14 @@ class RDropTranslationTask(TranslationTask):
         return super().setup_task(cfg, **kwargs)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        check_split(self.cfg.data, split, self.cfg.source_lang, self.cfg.target_lang,
-                    epoch=epoch, combine=combine)
+        check_split(
+            self.cfg.data,
+            split,
+            self.cfg.source_lang,
+            self.cfg.target_lang,
+            epoch=epoch,
+            combine=combine,
+        )
         try:
             return super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
         except FileNotFoundError as e:
@@ -33,15 +39,30 @@ class RDropTranslationTask(TranslationTask):
                 e, self.cfg.data, split, self.cfg.source_lang, self.cfg.target_lang
             ) from e
 
-    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
-                           ignore_invalid_inputs=False, *args, **kwargs):
+    def get_batch_iterator(
+        self,
+        dataset,
+        max_tokens=None,
+        max_sentences=None,
+        max_positions=None,
+        ignore_invalid_inputs=False,
+        *args,
+        **kwargs,
+    ):
         checked = self.__dict__.setdefault("_rdrop_checked_datasets", weakref.WeakSet())
         if dataset not in checked:  # once per dataset, not every epoch
             split = next((name for name, d in self.datasets.items() if d is dataset), "data")
             check_max_tokens(dataset, split, max_tokens, max_positions, ignore_invalid_inputs)
             checked.add(dataset)
-        return super().get_batch_iterator(dataset, max_tokens, max_sentences, max_positions,
-                                          ignore_invalid_inputs, *args, **kwargs)
+        return super().get_batch_iterator(
+            dataset,
+            max_tokens,
+            max_sentences,
+            max_positions,
+            ignore_invalid_inputs,
+            *args,
+            **kwargs,
+        )
 
     def build_criterion(self, cfg, from_checkpoint=False):
         criterion = compat.build_criterion(super().build_criterion, cfg, from_checkpoint)

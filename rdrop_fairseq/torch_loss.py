@@ -138,11 +138,14 @@ class TorchTrainingLoss(torch.autograd.Function):
             first, second = probs[:half], probs[half:]
             if c.simcut:  # copy 2's gradient is the KL's only
                 grads = [_copy_gradient(first, second, diff, 1.0, y, scales, simcut=True)]
-                grads.append(second.sub_(first).mul_(scales.kl) if c.alpha else
-                             torch.zeros_like(second))
+                grads.append(
+                    second.sub_(first).mul_(scales.kl) if c.alpha else torch.zeros_like(second)
+                )
             else:
-                grads = [_copy_gradient(first, second, diff, 1.0, y, scales),
-                         _copy_gradient(second, first, diff, -1.0, y, scales)]
+                grads = [
+                    _copy_gradient(first, second, diff, 1.0, y, scales),
+                    _copy_gradient(second, first, diff, -1.0, y, scales),
+                ]
             for copy, row_grad in enumerate(grads):
                 if infinite is not None:  # an infinite KL: g·∞ in both rows, never NaN
                     row_grad.masked_fill_(infinite.unsqueeze(1), scales.infinite)
@@ -163,8 +166,9 @@ class _GradientScales:
         self.kl = c.kl_weight * g
         self.nll = g * c.p_weight  # the label-smoothed NLL's p term
         self.p = self.nll + self.kl  # R-Drop: the KL's p₁ − p₂ term adds to it
-        self.infinite = ((g * torch.inf).masked_fill_(g == 0, 0.0) if on_device
-                         else g * math.inf if g else 0.0)  # the gradient of an infinite KL
+        self.infinite = (
+            (g * torch.inf).masked_fill_(g == 0, 0.0) if on_device else g * math.inf if g else 0.0
+        )  # the gradient of an infinite KL
 
 
 def _copy_gradient(p, other, diff, sign, y, s, simcut=False):

@@ -54,9 +54,20 @@ def _kl_terms(l_this, l_other):
 
 @triton.jit
 def _rdrop_forward_kernel(
-    logits_ptr, row_stride, target_ptr, keep_ptr, stats_ptr, saved_ptr,
-    n_pairs, eps_i, nll_weight, alpha,
-    VOCAB: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_KL: tl.constexpr, SIMCUT: tl.constexpr,
+    logits_ptr,
+    row_stride,
+    target_ptr,
+    keep_ptr,
+    stats_ptr,
+    saved_ptr,
+    n_pairs,
+    eps_i,
+    nll_weight,
+    alpha,
+    VOCAB: tl.constexpr,
+    HAS_SMOOTHING: tl.constexpr,
+    HAS_KL: tl.constexpr,
+    SIMCUT: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     """stats (3, n): per pair the loss, the NLL of both copies and ½[KL(p‖q)+KL(q‖p)] (SIMCUT:
@@ -128,9 +139,23 @@ def _rdrop_forward_kernel(
 
 @triton.jit
 def _rdrop_backward_kernel(
-    logits_ptr, row_stride, grad_ptr, grad_row_stride, target_ptr, keep_ptr, saved_ptr,
-    grad_output_ptr, n_pairs, eps_i, nll_weight, p_weight, kl_weight,
-    VOCAB: tl.constexpr, HAS_KL: tl.constexpr, SIMCUT: tl.constexpr, BLOCK: tl.constexpr,
+    logits_ptr,
+    row_stride,
+    grad_ptr,
+    grad_row_stride,
+    target_ptr,
+    keep_ptr,
+    saved_ptr,
+    grad_output_ptr,
+    n_pairs,
+    eps_i,
+    nll_weight,
+    p_weight,
+    kl_weight,
+    VOCAB: tl.constexpr,
+    HAS_KL: tl.constexpr,
+    SIMCUT: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     """Both rows' gradients in one sweep (docs/loss.md, names as in ``Coefficients``)."""
     pair = tl.program_id(0).to(tl.int64)
@@ -218,10 +243,22 @@ class TritonTrainingLoss(torch.autograd.Function):
         saved = logits.new_empty((4, n), dtype=torch.float32)
         if n:
             _rdrop_forward_kernel[(n,)](
-                logits, logits.stride(0), target, keep, stats, saved,
-                n, c.smoothing, c.nll_weight, c.alpha,
-                VOCAB=vocab, HAS_SMOOTHING=c.smoothing != 0, HAS_KL=c.alpha != 0,
-                SIMCUT=c.simcut, BLOCK=block, num_warps=_num_warps(block),
+                logits,
+                logits.stride(0),
+                target,
+                keep,
+                stats,
+                saved,
+                n,
+                c.smoothing,
+                c.nll_weight,
+                c.alpha,
+                VOCAB=vocab,
+                HAS_SMOOTHING=c.smoothing != 0,
+                HAS_KL=c.alpha != 0,
+                SIMCUT=c.simcut,
+                BLOCK=block,
+                num_warps=_num_warps(block),
             )
         loss, nll, kl = (row.sum() for row in stats)  # separate tensors, not views of one
         ctx.coefficients, ctx.block = c, block
@@ -238,9 +275,23 @@ class TritonTrainingLoss(torch.autograd.Function):
         grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
         if n:
             _rdrop_backward_kernel[(n,)](
-                logits, logits.stride(0), grad, grad.stride(0), target, keep, saved,
-                grad_loss.float().contiguous(), n, c.smoothing, c.nll_weight, c.p_weight,
-                c.kl_weight, VOCAB=c.vocab, HAS_KL=c.alpha != 0, SIMCUT=c.simcut,
-                BLOCK=block, num_warps=_num_warps(block),
+                logits,
+                logits.stride(0),
+                grad,
+                grad.stride(0),
+                target,
+                keep,
+                saved,
+                grad_loss.float().contiguous(),
+                n,
+                c.smoothing,
+                c.nll_weight,
+                c.p_weight,
+                c.kl_weight,
+                VOCAB=c.vocab,
+                HAS_KL=c.alpha != 0,
+                SIMCUT=c.simcut,
+                BLOCK=block,
+                num_warps=_num_warps(block),
             )
         return grad, None, None, None

@@ -24,16 +24,27 @@ import run  # noqa: E402
 import train_step  # noqa: E402
 
 #: the tiny Transformer's dimensions, given to each benchmarked architecture
-TINY_DIMENSIONS = [a for i, a in enumerate(TINY_TRANSFORMER)
-                   if "--arch" not in TINY_TRANSFORMER[max(0, i - 1) : i + 1]]
+TINY_DIMENSIONS = [
+    a
+    for i, a in enumerate(TINY_TRANSFORMER)
+    if "--arch" not in TINY_TRANSFORMER[max(0, i - 1) : i + 1]
+]
 
 
 @pytest.fixture(scope="module")
 def result():
     return run.run_benchmark(
-        loss_sizes=[(64, 512)], archs=list(train_step.ARCH_VOCAB), step_tokens=32,
-        device=torch.device("cpu"), dtype=torch.float16, threads=1, repeats=2, step_repeats=1,
-        max_gb=1.0, loss_scale_updates=3, model_args=TINY_DIMENSIONS,
+        loss_sizes=[(64, 512)],
+        archs=list(train_step.ARCH_VOCAB),
+        step_tokens=32,
+        device=torch.device("cpu"),
+        dtype=torch.float16,
+        threads=1,
+        repeats=2,
+        step_repeats=1,
+        max_gb=1.0,
+        loss_scale_updates=3,
+        model_args=TINY_DIMENSIONS,
     )
 
 
@@ -50,7 +61,8 @@ def test_json_has_headline_figures(result):
     overhead = row["kl_overhead_ms"]
     if overhead["ours"] > 0:
         assert result["kl_speedup_vs_official"] == pytest.approx(
-            overhead["official"] / overhead["ours"])
+            overhead["official"] / overhead["ours"]
+        )
     else:  # no measurable KL time at this size: no ratio, and the table says so
         assert result["kl_speedup_vs_official"] is None
         assert "adds no measurable time" in report.markdown(result)
@@ -94,8 +106,11 @@ def test_fp16_loss_scale_run_goes_through_fairseqs_scaler(result):
     ratio = scale_run["final_loss"]["rdrop"] / scale_run["final_loss"]["baseline"]
     assert 1.5 < ratio < 2.5
     assert scale_run["max_halvings_below_baseline"] == max(
-        math.log2(b / r) for b, r in zip(scale_run["runs"]["baseline"]["loss_scale"],
-                                         scale_run["runs"]["rdrop"]["loss_scale"]))
+        math.log2(b / r)
+        for b, r in zip(
+            scale_run["runs"]["baseline"]["loss_scale"], scale_run["runs"]["rdrop"]["loss_scale"]
+        )
+    )
 
 
 @pytest.mark.slow
@@ -124,18 +139,23 @@ def test_oversized_loss_rows_are_skipped():
 
 def test_only_gpu_kernels_count_as_launches():
     cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
-    events = [SimpleNamespace(device_type=cuda, name="triton_rdrop_fwd"),
-              SimpleNamespace(device_type=cuda, name="Memset (Device)"),
-              SimpleNamespace(device_type=cuda, name="Memcpy DtoH (Device -> Pinned)"),
-              SimpleNamespace(device_type=cpu, name="aten::log_softmax")]
+    events = [
+        SimpleNamespace(device_type=cuda, name="triton_rdrop_fwd"),
+        SimpleNamespace(device_type=cuda, name="Memset (Device)"),
+        SimpleNamespace(device_type=cuda, name="Memcpy DtoH (Device -> Pinned)"),
+        SimpleNamespace(device_type=cpu, name="aten::log_softmax"),
+    ]
     assert [loss.is_kernel(e) for e in events] == [True, False, False, False]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--loss-sizes", "4096"], "is not NxV"),
-    (["--loss-sizes", "0x10"], "N must be >= 1"),
-    (["--loss-scale-updates", "5"], "needs --dtype float16"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--loss-sizes", "4096"], "is not NxV"),
+        (["--loss-sizes", "0x10"], "N must be >= 1"),
+        (["--loss-scale-updates", "5"], "needs --dtype float16"),
+    ],
+)
 def test_bad_options_are_refused_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run.main(argv)

@@ -31,22 +31,79 @@ UPDATES = 2
 def train_args(data, save_dir, max_update, *extra):
     # --eval-bleu: fairseq then keeps numpy arrays (the BLEU n-gram counts) in the metrics state
     return [
-        data, "--user-dir", USER_DIR, "--task", "rdrop_translation",
-        "--criterion", "label_smoothed_cross_entropy_rdrop", "--rdrop-alpha", "5",
-        "--label-smoothing", "0.1", "-s", "de", "-t", "en", *TINY,
-        "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
-        "--warmup-updates", "4", "--max-tokens", "2000", "--max-update", str(max_update),
-        "--seed", "3", "--num-workers", "0", "--save-dir", save_dir, "--no-epoch-checkpoints",
-        "--eval-bleu", "--eval-bleu-args", '{"beam": 1, "max_len_b": 20}',
-        "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric",
-        "--log-format", "simple", "--log-interval", "1", "--no-progress-bar", "--cpu", *extra,
+        data,
+        "--user-dir",
+        USER_DIR,
+        "--task",
+        "rdrop_translation",
+        "--criterion",
+        "label_smoothed_cross_entropy_rdrop",
+        "--rdrop-alpha",
+        "5",
+        "--label-smoothing",
+        "0.1",
+        "-s",
+        "de",
+        "-t",
+        "en",
+        *TINY,
+        "--optimizer",
+        "adam",
+        "--lr",
+        "3e-3",
+        "--lr-scheduler",
+        "inverse_sqrt",
+        "--warmup-updates",
+        "4",
+        "--max-tokens",
+        "2000",
+        "--max-update",
+        str(max_update),
+        "--seed",
+        "3",
+        "--num-workers",
+        "0",
+        "--save-dir",
+        save_dir,
+        "--no-epoch-checkpoints",
+        "--eval-bleu",
+        "--eval-bleu-args",
+        '{"beam": 1, "max_len_b": 20}',
+        "--best-checkpoint-metric",
+        "bleu",
+        "--maximize-best-checkpoint-metric",
+        "--log-format",
+        "simple",
+        "--log-interval",
+        "1",
+        "--no-progress-bar",
+        "--cpu",
+        *extra,
     ]
 
 
 def generate_command(data, path):
-    return [BIN / "fairseq-generate", data, "--user-dir", USER_DIR, "--task", "rdrop_translation",
-            "-s", "de", "-t", "en", "--path", path, "--gen-subset", "valid", "--cpu",
-            "--beam", "1", "--batch-size", "8"]
+    return [
+        BIN / "fairseq-generate",
+        data,
+        "--user-dir",
+        USER_DIR,
+        "--task",
+        "rdrop_translation",
+        "-s",
+        "de",
+        "-t",
+        "en",
+        "--path",
+        path,
+        "--gen-subset",
+        "valid",
+        "--cpu",
+        "--beam",
+        "1",
+        "--batch-size",
+        "8",
+    ]
 
 
 def full_load(path):
@@ -69,8 +126,9 @@ class _NumpyOnePickler(pickle._Pickler):
             super().save_global(obj, name)
 
 
-NUMPY_ONE_PICKLE = types.SimpleNamespace(__name__="numpy_one_pickle", Pickler=_NumpyOnePickler,
-                                         dump=pickle.dump)
+NUMPY_ONE_PICKLE = types.SimpleNamespace(
+    __name__="numpy_one_pickle", Pickler=_NumpyOnePickler, dump=pickle.dump
+)
 
 
 def as_older_fairseq_wrote_it(state, command, path):
@@ -84,11 +142,16 @@ def as_older_fairseq_wrote_it(state, command, path):
     - the file has torch's legacy (non-zip) format.
     What it does not reproduce: the model keys and option names of older fairseq versions, which
     fairseq's own ``_upgrade_state_dict`` upgrades."""
-    args = options.parse_args_and_arch(options.get_training_parser(),
-                                       [str(a) for a in command if a not in ("--user-dir", USER_DIR)])
+    args = options.parse_args_and_arch(
+        options.get_training_parser(),
+        [str(a) for a in command if a not in ("--user-dir", USER_DIR)],
+    )
     args.user_dir = USER_DIR
-    extra = dict(state["extra_state"], val_loss=np.float64(state["extra_state"]["val_loss"]),
-                 best=np.float64(state["extra_state"]["best"]))
+    extra = dict(
+        state["extra_state"],
+        val_loss=np.float64(state["extra_state"]["val_loss"]),
+        best=np.float64(state["extra_state"]["best"]),
+    )
     old = dict(state, args=args, cfg=None, extra_state=extra)
     torch.save(old, path, pickle_module=NUMPY_ONE_PICKLE, _use_new_zipfile_serialization=False)
     return path
@@ -111,14 +174,17 @@ class WritesMarker:
 
 
 def crafted(state, path, marker, via="exec"):
-    torch.save(dict(state, extra_state=dict(state["extra_state"], x=WritesMarker(marker, via))),
-               path)
+    torch.save(
+        dict(state, extra_state=dict(state["extra_state"], x=WritesMarker(marker, via))), path
+    )
     return path
 
 
 def refused_line(path, name):
-    return (f"checkpoint {path} holds {name}, which the safe loader does not allow; "
-            "if you trust this file, set RDROP_TRUST_CHECKPOINTS=1")
+    return (
+        f"checkpoint {path} holds {name}, which the safe loader does not allow; "
+        "if you trust this file, set RDROP_TRUST_CHECKPOINTS=1"
+    )
 
 
 # -- fixtures ------------------------------------------------------------------------------------
@@ -140,10 +206,17 @@ KINDS = ["ours", "older fairseq"]
 
 
 def test_the_checkpoints_hold_what_the_allowlist_is_for(checkpoints):
-    found = {kind: set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-             for kind, path in checkpoints.items() if kind == "ours"}
-    assert found["ours"] == {"argparse.Namespace", "numpy.dtype", "numpy.ndarray",
-                             "numpy._core.multiarray._reconstruct"}
+    found = {
+        kind: set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        for kind, path in checkpoints.items()
+        if kind == "ours"
+    }
+    assert found["ours"] == {
+        "argparse.Namespace",
+        "numpy.dtype",
+        "numpy.ndarray",
+        "numpy._core.multiarray._reconstruct",
+    }
     older = full_load(checkpoints["older fairseq"])
     assert isinstance(older["args"], argparse.Namespace) and older["cfg"] is None
     assert type(older["extra_state"]["val_loss"]) is np.float64
@@ -177,8 +250,11 @@ def test_numpy_objects_come_back(checkpoints):
     checkpoint, the numpy float64 scores written under numpy 1's module names."""
     state = checkpoint_utils.load_checkpoint_to_cpu(str(checkpoints["older fairseq"]))
     arrays = [v for v in _leaves(state["extra_state"]["metrics"]) if isinstance(v, np.ndarray)]
-    expected = [v for v in _leaves(full_load(checkpoints["ours"])["extra_state"]["metrics"])
-                if isinstance(v, np.ndarray)]
+    expected = [
+        v
+        for v in _leaves(full_load(checkpoints["ours"])["extra_state"]["metrics"])
+        if isinstance(v, np.ndarray)
+    ]
     assert arrays and len(arrays) == len(expected)
     assert all(np.array_equal(a, b) for a, b in zip(arrays, expected))
     assert type(state["extra_state"]["best"]) is np.float64
@@ -202,8 +278,10 @@ def resumed_and_generated(checkpoints, data_bin, tmp_path_factory):
     commands = {}
     for kind, path in checkpoints.items():
         save = root / kind.replace(" ", "-")
-        commands[("resume", kind)] = [BIN / "fairseq-train", *train_args(
-            data_bin, save, UPDATES + 2, "--restore-file", path)]
+        commands[("resume", kind)] = [
+            BIN / "fairseq-train",
+            *train_args(data_bin, save, UPDATES + 2, "--restore-file", path),
+        ]
         commands[("generate", kind)] = generate_command(data_bin, path)
 
     def run(key):
@@ -218,8 +296,11 @@ def test_checkpoint_resumes(resumed_and_generated, checkpoints, kind):
     proc = resumed_and_generated[("resume", kind)]
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
-    assert re.search(rf"Loaded checkpoint {re.escape(str(checkpoints[kind]))} "
-                     rf"\(epoch 1 @ {UPDATES} updates\)", log)
+    assert re.search(
+        rf"Loaded checkpoint {re.escape(str(checkpoints[kind]))} "
+        rf"\(epoch 1 @ {UPDATES} updates\)",
+        log,
+    )
     assert re.findall(r"num_updates=(\d+),", log) == [str(UPDATES + 1), str(UPDATES + 2)]
 
 
@@ -236,7 +317,8 @@ def test_checkpoint_generates(resumed_and_generated, data_bin, kind):
 
 @pytest.mark.parametrize("via, refused", [("exec", "builtins.exec"), ("os.system", "posix.system")])
 def test_checkpoint_that_would_run_code_is_refused_and_the_code_does_not_run(
-        checkpoints, tmp_path, monkeypatch, via, refused):
+    checkpoints, tmp_path, monkeypatch, via, refused
+):
     monkeypatch.delenv("RDROP_TRUST_CHECKPOINTS", raising=False)
     marker = tmp_path / "marker"
     path = crafted(full_load(checkpoints["ours"]), tmp_path / "crafted.pt", marker, via)
@@ -254,8 +336,13 @@ def test_generate_refuses_such_a_checkpoint_in_one_line(checkpoints, data_bin, t
     marker = tmp_path / "marker"
     path = crafted(full_load(checkpoints["ours"]), tmp_path / "crafted.pt", marker)
     env = {k: v for k, v in os.environ.items() if k != "RDROP_TRUST_CHECKPOINTS"}
-    proc = subprocess.run([str(a) for a in generate_command(data_bin, path)], capture_output=True,
-                          text=True, env=dict(env, OMP_NUM_THREADS="1"), timeout=600)
+    proc = subprocess.run(
+        [str(a) for a in generate_command(data_bin, path)],
+        capture_output=True,
+        text=True,
+        env=dict(env, OMP_NUM_THREADS="1"),
+        timeout=600,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == "error: " + refused_line(path, "builtins.exec")
     assert "Traceback" not in proc.stderr
@@ -271,8 +358,9 @@ def test_trusting_checkpoints_loads_such_a_file(checkpoints, tmp_path, monkeypat
     assert state["optimizer_history"][-1]["num_updates"] == UPDATES
 
 
-def test_downloaded_checkpoints_follow_the_same_policy(checkpoints, data_bin, tmp_path,
-                                                        monkeypatch):
+def test_downloaded_checkpoints_follow_the_same_policy(
+    checkpoints, data_bin, tmp_path, monkeypatch
+):
     """load_model_ensemble_and_task_from_hf_hub reads what snapshot_download fetched with the same
     loader: a plain fairseq checkpoint loads, code is refused in one line, and
     RDROP_TRUST_CHECKPOINTS=1 is the one opt-in."""
@@ -281,8 +369,11 @@ def test_downloaded_checkpoints_follow_the_same_policy(checkpoints, data_bin, tm
     for lang in ("de", "en"):  # a hub model folder holds the dictionaries beside the model
         (hub / f"dict.{lang}.txt").symlink_to(data_bin / f"dict.{lang}.txt")
     marker = tmp_path / "marker"
-    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(
-        snapshot_download=lambda *args, **kwargs: str(hub)))
+    monkeypatch.setitem(
+        sys.modules,
+        "huggingface_hub",
+        types.SimpleNamespace(snapshot_download=lambda *args, **kwargs: str(hub)),
+    )
     monkeypatch.delenv("RDROP_TRUST_CHECKPOINTS", raising=False)
     (hub / "model.pt").symlink_to(checkpoints["ours"])
     models, _, task = checkpoint_utils.load_model_ensemble_and_task_from_hf_hub("someone/model")
@@ -317,12 +408,18 @@ def test_turning_the_fixes_off_keeps_safe_loading(checkpoints, tmp_path):
     still refused and its code does not run."""
     marker = tmp_path / "marker"
     path = crafted(full_load(checkpoints["ours"]), tmp_path / "crafted.pt", marker)
-    code = ("import rdrop_fairseq, sys\nfrom fairseq import checkpoint_utils\n"
-            "checkpoint_utils.load_checkpoint_to_cpu(sys.argv[1])")
+    code = (
+        "import rdrop_fairseq, sys\nfrom fairseq import checkpoint_utils\n"
+        "checkpoint_utils.load_checkpoint_to_cpu(sys.argv[1])"
+    )
     env = {k: v for k, v in os.environ.items() if k != "RDROP_TRUST_CHECKPOINTS"}
-    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                          env=dict(env, RDROP_FAIRSEQ_NO_FIXES="1", OMP_NUM_THREADS="1"),
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        env=dict(env, RDROP_FAIRSEQ_NO_FIXES="1", OMP_NUM_THREADS="1"),
+        timeout=600,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].endswith(refused_line(path, "builtins.exec"))
     assert not marker.exists()
@@ -335,7 +432,9 @@ def test_the_loader_is_the_public_entry_point_for_tools(checkpoints, tmp_path, m
     assert state["optimizer_history"][-1]["num_updates"] == UPDATES
     path = crafted(full_load(checkpoints["ours"]), tmp_path / "crafted.pt", tmp_path / "marker")
     with pytest.raises(UsageError) as error:
-        load_checkpoint_file(str(path), map_location="cpu", weights_only=False)  # the policy decides
+        load_checkpoint_file(
+            str(path), map_location="cpu", weights_only=False
+        )  # the policy decides
     assert str(error.value) == refused_line(path, "builtins.exec")
     assert not (tmp_path / "marker").exists()
 
@@ -358,26 +457,38 @@ def test_unreadable_checkpoints_say_what_is_wrong(checkpoints, tmp_path):
         path.write_bytes(data)
         with pytest.raises(UsageError) as error:
             checkpoint_utils.load_checkpoint_to_cpu(str(path))
-        assert re.fullmatch(rf"(checkpoint )?{re.escape(str(path))} {reason}", str(error.value)), \
-            (name, str(error.value))
+        assert re.fullmatch(rf"(checkpoint )?{re.escape(str(path))} {reason}", str(error.value)), (
+            name,
+            str(error.value),
+        )
 
 
-@pytest.mark.parametrize("error", [
-    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
-    MemoryError(),
-    RuntimeError("CUDA error: an illegal memory access was encountered"),
-    RuntimeError("Attempting to deserialize object on a CUDA device but "
-                 "torch.cuda.is_available() is False."),
-    KeyboardInterrupt(),
-    SystemExit(3),
-], ids=lambda e: type(e).__name__ + (str(e)[:12] if isinstance(e, RuntimeError) else ""))
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+        MemoryError(),
+        RuntimeError("CUDA error: an illegal memory access was encountered"),
+        RuntimeError(
+            "Attempting to deserialize object on a CUDA device but "
+            "torch.cuda.is_available() is False."
+        ),
+        KeyboardInterrupt(),
+        SystemExit(3),
+    ],
+    ids=lambda e: type(e).__name__ + (str(e)[:12] if isinstance(e, RuntimeError) else ""),
+)
 def test_what_is_not_the_files_fault_passes_through_as_itself(tmp_path, monkeypatch, error):
     """Out of memory, a device error, Ctrl-C: raised as themselves, not blamed on the file; a
     RuntimeError of the file (a damaged archive) still is, in one line."""
     path = tmp_path / "good.pt"
     torch.save({"model": {}}, path)
-    raised_by_load = [error, RuntimeError("PytorchStreamReader failed reading zip archive: "
-                                          "failed finding central directory")]
+    raised_by_load = [
+        error,
+        RuntimeError(
+            "PytorchStreamReader failed reading zip archive: failed finding central directory"
+        ),
+    ]
 
     def load(*args, **kwargs):
         raise raised_by_load.pop(0)
@@ -386,6 +497,9 @@ def test_what_is_not_the_files_fault_passes_through_as_itself(tmp_path, monkeypa
     with pytest.raises(BaseException) as raised:
         load_checkpoint_file(str(path), map_location="cpu")
     assert raised.value is error
-    with pytest.raises(UsageError, match=rf"cannot read checkpoint {re.escape(str(path))} "
-                                         r"\(RuntimeError: PytorchStreamReader failed"):
+    with pytest.raises(
+        UsageError,
+        match=rf"cannot read checkpoint {re.escape(str(path))} "
+        r"\(RuntimeError: PytorchStreamReader failed",
+    ):
         load_checkpoint_file(str(path), map_location="cpu")

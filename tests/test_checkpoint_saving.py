@@ -63,8 +63,9 @@ def disk_full(monkeypatch):
     monkeypatch.setattr(DiskFull, "then", None)
     monkeypatch.setattr(DiskFull, "opened", 0)
     monkeypatch.setattr(checkpoint_saving, "RETRY_DELAY", 0)
-    monkeypatch.setattr(checkpoint_saving, "_File",
-                        type("Full", (checkpoint_saving._File, DiskFull), {}))
+    monkeypatch.setattr(
+        checkpoint_saving, "_File", type("Full", (checkpoint_saving._File, DiskFull), {})
+    )
     return DiskFull
 
 
@@ -90,7 +91,8 @@ def test_a_full_disk_leaves_the_old_checkpoint_and_no_temporary_file(tmp_path, d
 
 
 def test_a_retry_starts_a_new_file_where_fairseq_appends_to_the_half_written_one(
-        tmp_path, disk_full, monkeypatch):
+    tmp_path, disk_full, monkeypatch
+):
     disk_full.room, disk_full.then = 50_000, 10**9  # full once, then freed
     target = tmp_path / "checkpoint_1_8.pt"
     checkpoint_utils.torch_persistent_save(STATE, str(target))
@@ -157,29 +159,47 @@ def test_copies_replace_the_target_whole(tmp_path, monkeypatch):
 @pytest.fixture
 def trainer(data_bin, tmp_path):
     """A fairseq Trainer of the tiny Transformer saving to tmp_path/save, as fairseq-train's."""
+
     def make(*extra):
-        cfg, task, model, criterion = build(data_bin, extra=(
-            "--optimizer", "adam", "--lr", "1e-3", "--save-dir", str(tmp_path / "save"),
-            "--save-interval-updates", "1", "--no-epoch-checkpoints", *extra))
+        cfg, task, model, criterion = build(
+            data_bin,
+            extra=(
+                "--optimizer",
+                "adam",
+                "--lr",
+                "1e-3",
+                "--save-dir",
+                str(tmp_path / "save"),
+                "--save-interval-updates",
+                "1",
+                "--no-epoch-checkpoints",
+                *extra,
+            ),
+        )
         os.makedirs(cfg.checkpoint.save_dir, exist_ok=True)
         return cfg, Trainer(cfg, task, model, criterion)
 
     return make
 
 
-ITERATOR = SimpleNamespace(epoch=1, end_of_epoch=lambda: False, state_dict=lambda: {
-    "epoch": 1, "iterations_in_epoch": 0, "shuffle": True})
+ITERATOR = SimpleNamespace(
+    epoch=1,
+    end_of_epoch=lambda: False,
+    state_dict=lambda: {"epoch": 1, "iterations_in_epoch": 0, "shuffle": True},
+)
 
 
 @pytest.mark.parametrize("failing", ["first write", "copy to checkpoint_last.pt"])
 def test_a_failed_save_is_one_line_and_keeps_the_earlier_checkpoints(
-        trainer, tmp_path, disk_full, monkeypatch, caplog, failing):
+    trainer, tmp_path, disk_full, monkeypatch, caplog, failing
+):
     cfg, tr = trainer()
     save = tmp_path / "save"
     disk_full.room = 10**9
     checkpoint_utils.save_checkpoint(cfg.checkpoint, tr, ITERATOR, None)  # a first, whole save
     tr.set_num_updates(1)
     before = listing(save)
+
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -194,7 +214,8 @@ def test_a_failed_save_is_one_line_and_keeps_the_earlier_checkpoints(
     message = str(raised.value)
     assert "\n" not in message and message.startswith(
         f"cannot save checkpoint {save / name}: No space left on device; training stopped at "
-        f"update 1; the checkpoints in {save} are as they were")
+        f"update 1; the checkpoints in {save} are as they were"
+    )
     assert "Saved checkpoint" not in caplog.text
     after = listing(save)
     if failing == "copy to checkpoint_last.pt":  # the new file is whole; the last one untouched
@@ -215,7 +236,8 @@ def test_a_fresh_start_over_checkpoints_it_did_not_load_is_refused(trainer, tmp_
         f"--save-dir {save} holds checkpoint_3.pt, checkpoint_best.pt but no checkpoint_last.pt: "
         "this run would start from scratch and write over them; resume with --restore-file "
         f"{save / 'checkpoint_3.pt'}, train into a new --save-dir, or start over here on purpose "
-        "with --reset-optimizer")
+        "with --reset-optimizer"
+    )
     assert listing(save) == before
 
     cfg, tr = trainer("--no-last-checkpoints", "--reset-optimizer")  # asked to start over
@@ -225,8 +247,12 @@ def test_a_fresh_start_over_checkpoints_it_did_not_load_is_refused(trainer, tmp_
 
 def hold_lock(save, pid, host=None, slurm_job=None):
     save.mkdir(parents=True, exist_ok=True)
-    holder = {"pid": pid, "host": host or socket.gethostname(), "slurm_job": slurm_job,
-              "started": "2026-01-01 00:00:00 UTC"}
+    holder = {
+        "pid": pid,
+        "host": host or socket.gethostname(),
+        "slurm_job": slurm_job,
+        "started": "2026-01-01 00:00:00 UTC",
+    }
     (save / checkpoint_saving.LOCK).write_text(json.dumps(holder))
     return holder
 
@@ -236,8 +262,11 @@ def test_the_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path, capl
     lock = tmp_path / checkpoint_saving.LOCK
     with subprocess.Popen(["sleep", "60"]) as alive:
         hold_lock(tmp_path, alive.pid)
-        with pytest.raises(UsageError, match=rf"^--save-dir {tmp_path} is in use by another run: "
-                           rf"process {alive.pid} on {socket.gethostname()}, started 2026-01-01"):
+        with pytest.raises(
+            UsageError,
+            match=rf"^--save-dir {tmp_path} is in use by another run: "
+            rf"process {alive.pid} on {socket.gethostname()}, started 2026-01-01",
+        ):
             checkpoint_saving.take_lock(str(tmp_path))
         alive.kill()
     assert json.loads(lock.read_text())["pid"] == alive.pid  # left as it was
@@ -281,8 +310,13 @@ def test_sigterm_saves_stops_and_the_same_command_resumes(data_bin, tmp_path):
     save = tmp_path / "save"
     args = [str(a) for a in train_args(data_bin, save, 200, "--save-interval-updates", "1000")]
     with open(tmp_path / "stderr", "w") as err:
-        proc = subprocess.Popen([str(BIN / "fairseq-train"), *args], stdout=subprocess.PIPE,
-                                stderr=err, text=True, env=dict(os.environ, **ONE_THREAD))
+        proc = subprocess.Popen(
+            [str(BIN / "fairseq-train"), *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=dict(os.environ, **ONE_THREAD),
+        )
     watchdog = threading.Timer(300, proc.kill)
     watchdog.start()
     log, locked = [], False
@@ -302,7 +336,9 @@ def test_sigterm_saves_stops_and_the_same_command_resumes(data_bin, tmp_path):
     last_line = stderr.strip().splitlines()[-1]
     stopped = re.fullmatch(
         rf"stopped by SIGTERM at update (\d+) \(epoch (\d+)\): saved {save}/checkpoint_last\.pt; "
-        r"to resume, run the same command again \(exit status 143\)", last_line)
+        r"to resume, run the same command again \(exit status 143\)",
+        last_line,
+    )
     assert stopped, last_line
     updates, epoch = int(stopped[1]), int(stopped[2])
     assert locked and 3 <= updates < 200 and max(curve(log)) == updates
@@ -314,15 +350,19 @@ def test_sigterm_saves_stops_and_the_same_command_resumes(data_bin, tmp_path):
 
     args[args.index("--max-update") + 1] = str(updates + 2)
     resumed = output(run_cli(BIN / "fairseq-train", *args, env=ONE_THREAD))
-    assert re.search(rf"Loaded checkpoint \S*checkpoint_last\.pt \(epoch {epoch} @ {updates} "
-                     r"updates\)", resumed)
+    assert re.search(
+        rf"Loaded checkpoint \S*checkpoint_last\.pt \(epoch {epoch} @ {updates} "
+        r"updates\)",
+        resumed,
+    )
     assert sorted(curve(resumed)) == [updates + 1, updates + 2]
 
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in save.iterdir()}
     again = run_cli(BIN / "fairseq-train", *args, env=ONE_THREAD)
     assert again.stderr.strip().splitlines()[-1] == (
         f"nothing to do: the checkpoint loaded is at update {updates + 2} (epoch {epoch}), so "
-        "--max-update is reached; raise it to train on")
+        "--max-update is reached; raise it to train on"
+    )
     assert not curve(output(again))
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in save.iterdir()} == before
 
@@ -331,13 +371,19 @@ def test_a_second_run_on_a_save_dir_in_use_is_one_line(data_bin, tmp_path):
     save = tmp_path / "save"
     with subprocess.Popen(["sleep", "120"]) as other:
         holder = hold_lock(save, other.pid)
-        proc = run_cli(BIN / "fairseq-train", *train_args(data_bin, save, 4), check=False,
-                       env=ONE_THREAD)
+        proc = run_cli(
+            BIN / "fairseq-train", *train_args(data_bin, save, 4), check=False, env=ONE_THREAD
+        )
         other.kill()
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith(
-        f"error: --save-dir {save} is in use by another run: process {other.pid} on "
-        f"{holder['host']}, started {holder['started']}")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"error: --save-dir {save} is in use by another run: process {other.pid} on "
+            f"{holder['host']}, started {holder['started']}"
+        )
+    )
     assert os.listdir(save) == [checkpoint_saving.LOCK]  # nothing written, the lock left alone
     assert json.loads((save / checkpoint_saving.LOCK).read_text()) == holder
 
@@ -352,8 +398,11 @@ def rank_pid(launcher, rank):
                 argv = f.read().split("\0")
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == launcher and "--distributed-rank" in argv and \
-                argv[argv.index("--distributed-rank") + 1] == str(rank):
+        if (
+            ppid == launcher
+            and "--distributed-rank" in argv
+            and argv[argv.index("--distributed-rank") + 1] == str(rank)
+        ):
             return int(entry)
     raise AssertionError(f"no rank {rank} under process {launcher}")
 
@@ -362,11 +411,23 @@ def test_sigterm_to_one_of_two_ranks_stops_both_at_the_same_update(data_bin, tmp
     """Only rank 1 gets the signal; rank 0 learns it at the same update (all-reduced), saves,
     and both exit 143 (a rank left training would wait for the other forever)."""
     save = tmp_path / "save"
-    args = train_args(data_bin, save, 200, "--dropout", "0", "--disable-validation",
-                      "--save-interval-updates", "1000")
-    proc = subprocess.Popen([str(BIN / "rdrop-train-distributed"), "--nproc", "2", "--", *map(
-        str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=dict(os.environ, **ONE_THREAD))
+    args = train_args(
+        data_bin,
+        save,
+        200,
+        "--dropout",
+        "0",
+        "--disable-validation",
+        "--save-interval-updates",
+        "1000",
+    )
+    proc = subprocess.Popen(
+        [str(BIN / "rdrop-train-distributed"), "--nproc", "2", "--", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, **ONE_THREAD),
+    )
     watchdog = threading.Timer(300, proc.kill)
     watchdog.start()
     log, sent = [], False
@@ -381,8 +442,12 @@ def test_sigterm_to_one_of_two_ranks_stops_both_at_the_same_update(data_bin, tmp
         proc.wait()
     log = "".join(log)
     assert proc.returncode == 143, log[-3000:]
-    stopped = re.findall(r"^\[rank (\d)\] stopped by SIGTERM at update (\d+) \(epoch \d+\): "
-                         rf"saved {save}/checkpoint_last\.pt", log, re.MULTILINE)
+    stopped = re.findall(
+        r"^\[rank (\d)\] stopped by SIGTERM at update (\d+) \(epoch \d+\): "
+        rf"saved {save}/checkpoint_last\.pt",
+        log,
+        re.MULTILINE,
+    )
     assert len(stopped) == 1 and stopped[0][0] == "0", log[-3000:]  # one line, from rank 0
     updates = int(stopped[0][1])
     assert max(curve(log)) == updates

@@ -23,7 +23,7 @@ from rdrop_fairseq.criterion import LabelSmoothedCrossEntropyRDropCriterion as R
 from rdrop_fairseq.errors import UsageError
 from support.tiny_model import build
 
-# -- fairseq present and new enough -----------------------------------------------------------------
+# -- fairseq present and new enough ----------------------------------------------------------------
 
 
 def test_fairseq_missing_is_one_line_saying_how_to_get_it(monkeypatch):
@@ -36,11 +36,21 @@ def test_fairseq_missing_is_one_line_saying_how_to_get_it(monkeypatch):
     assert "pip install 'rdrop-fairseq[fairseq]'" in line and "fairseq-fixed" in line
 
 
-@pytest.mark.parametrize("version, ok", [("0.10.2", False), ("0.12.1", False), ("0.12.2", True),
-                                         ("0.12.3", True), ("0.12.3.1", True), ("1.0.0a0", True)])
+@pytest.mark.parametrize(
+    "version, ok",
+    [
+        ("0.10.2", False),
+        ("0.12.1", False),
+        ("0.12.2", True),
+        ("0.12.3", True),
+        ("0.12.3.1", True),
+        ("1.0.0a0", True),
+    ],
+)
 def test_fairseq_version(monkeypatch, version, ok):
-    monkeypatch.setitem(sys.modules, "fairseq", types.SimpleNamespace(__version__=version,
-                                                                      __file__="x"))
+    monkeypatch.setitem(
+        sys.modules, "fairseq", types.SimpleNamespace(__version__=version, __file__="x")
+    )
     if ok:
         assert compat.check_fairseq() == version
     else:
@@ -57,12 +67,14 @@ def test_old_fairseq_on_the_command_line_is_one_error_line(tmp_path):
     cli = tmp_path / "fairseq-train"
     cli.write_text("import rdrop_fairseq\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(compat_root())]))
-    proc = subprocess.run([sys.executable, str(cli)], capture_output=True, text=True, env=env,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(cli)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         f"error: rdrop-fairseq needs fairseq >= 0.12.2, found 0.10.2 ({fake / '__init__.py'}): "
-        + compat.INSTALL_FAIRSEQ]
+        + compat.INSTALL_FAIRSEQ
+    ]
 
 
 def compat_root():
@@ -117,8 +129,14 @@ def old_torch(monkeypatch):
 
 def a_checkpoint():
     buffer = io.BytesIO()
-    torch.save({"model": {"w": torch.ones(2)}, "args": argparse.Namespace(arch="transformer"),
-                "extra_state": {"best": np.float64(1.5)}}, buffer)
+    torch.save(
+        {
+            "model": {"w": torch.ones(2)},
+            "args": argparse.Namespace(arch="transformer"),
+            "extra_state": {"best": np.float64(1.5)},
+        },
+        buffer,
+    )
     return buffer.getvalue()
 
 
@@ -139,14 +157,17 @@ def test_old_torch_says_so_once_in_the_start_up_line(old_torch, monkeypatch, cap
     for module in (checkpoint_utils, distributed_utils):
         monkeypatch.setattr(module, "torch", torch)  # as before the plugin was imported
     with caplog.at_level(logging.INFO, logger="rdrop_fairseq.checkpoint_loading"):
-        assert checkpoint_loading.install() == ["fairseq.checkpoint_utils",
-                                                "fairseq.distributed.utils"]
+        assert checkpoint_loading.install() == [
+            "fairseq.checkpoint_utils",
+            "fairseq.distributed.utils",
+        ]
         assert checkpoint_loading.install() == []
     lines = [r for r in caplog.records if r.name == "rdrop_fairseq.checkpoint_loading"]
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING
     assert lines[0].getMessage() == (
         f"checkpoint loading: full unpickler: torch {torch.__version__} cannot load with an "
-        "allowlist (it has no torch.serialization.safe_globals; torch >= 2.6 can)")
+        "allowlist (it has no torch.serialization.safe_globals; torch >= 2.6 can)"
+    )
 
 
 def test_current_torch_loads_safely():
@@ -158,15 +179,19 @@ def test_current_torch_loads_safely():
 # -- the one-line error hook --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv0, main_spec, expected", [
-    ("/venv/bin/fairseq-train", None, True),
-    ("/venv/bin/fairseq-hydra-train", None, True),
-    ("/venv/bin/fairseq-generate", None, True),
-    ("/venv/lib/site-packages/fairseq_cli/interactive.py", None, True),
-    ("-c", "fairseq_cli.validate", True),
-    ("-c", None, False),
-    ("/home/me/my_program.py", None, False),
-    ("/venv/bin/ipython", None, False)])
+@pytest.mark.parametrize(
+    "argv0, main_spec, expected",
+    [
+        ("/venv/bin/fairseq-train", None, True),
+        ("/venv/bin/fairseq-hydra-train", None, True),
+        ("/venv/bin/fairseq-generate", None, True),
+        ("/venv/lib/site-packages/fairseq_cli/interactive.py", None, True),
+        ("-c", "fairseq_cli.validate", True),
+        ("-c", None, False),
+        ("/home/me/my_program.py", None, False),
+        ("/venv/bin/ipython", None, False),
+    ],
+)
 def test_the_hook_is_for_fairseq_command_lines_only(monkeypatch, argv0, main_spec, expected):
     main = types.ModuleType("__main__")
     main.__spec__ = types.SimpleNamespace(name=main_spec) if main_spec else None

@@ -17,7 +17,6 @@ from fairseq.models import FairseqDecoder, FairseqEncoder, FairseqEncoderDecoder
 
 from rdrop_fairseq.criterion import LabelSmoothedCrossEntropyRDropCriterion as RDrop
 from rdrop_fairseq.criterion import outputs_log_softmax_of_logits
-
 from support.loss_reference import criterion_reference
 from support.tiny_model import build, random_sample
 
@@ -61,7 +60,9 @@ class _KnownOutputDecoder(FairseqDecoder):
 
     def forward(self, prev_output_tokens, encoder_out=None, **kwargs):
         self.batch_sizes.append(prev_output_tokens.size(0))
-        return self.logits[: prev_output_tokens.size(0), : prev_output_tokens.size(1)], {"attn": None}
+        return self.logits[: prev_output_tokens.size(0), : prev_output_tokens.size(1)], {
+            "attn": None
+        }
 
 
 class KnownOutputFairseqModel(FairseqEncoderDecoderModel):
@@ -93,8 +94,9 @@ def kind(request):
 
 def make_criterion(alpha=5.0, prefix=0, sentence_avg=False, report_accuracy=False, loss="rdrop"):
     task = SimpleNamespace(target_dictionary=Dictionary())
-    return RDrop(task, sentence_avg, EPS, prefix, report_accuracy, rdrop_alpha=alpha,
-                 rdrop_loss=loss)
+    return RDrop(
+        task, sentence_avg, EPS, prefix, report_accuracy, rdrop_alpha=alpha, rdrop_loss=loss
+    )
 
 
 def known_setup(kind="log_probs", bsz=3, tgt_len=6, vocab=11, seed=0):
@@ -120,8 +122,12 @@ def test_loss_sample_size_and_metrics_match_from_scratch(prefix, kind):
     crit = make_criterion(alpha=5.0, prefix=prefix)
     model.train()
     loss, sample_size, log = crit(model, sample)
-    ref_loss, ref_nll, ref_kl = (x.item() for x in criterion_reference(
-        model.logits.detach(), sample["target"], d.pad(), EPS, 5.0, prefix=prefix))
+    ref_loss, ref_nll, ref_kl = (
+        x.item()
+        for x in criterion_reference(
+            model.logits.detach(), sample["target"], d.pad(), EPS, 5.0, prefix=prefix
+        )
+    )
 
     assert model.batch_sizes == [2 * sample["nsentences"]]
     assert sample_size == sample["ntokens"]  # ONE copy's target tokens
@@ -202,9 +208,9 @@ def test_validation_is_stock_one_copy_no_kl():
     d, sample, model = known_setup()
     model.eval()
     ours = make_criterion()(model, sample)
-    stock = LabelSmoothedCrossEntropyCriterion(
-        SimpleNamespace(target_dictionary=d), False, EPS
-    )(model, sample)
+    stock = LabelSmoothedCrossEntropyCriterion(SimpleNamespace(target_dictionary=d), False, EPS)(
+        model, sample
+    )
     assert model.batch_sizes == [sample["nsentences"]] * 2
     assert torch.equal(ours[0], stock[0]) and ours[1] == stock[1]
     assert "kl_loss" not in ours[2]
@@ -241,7 +247,10 @@ def test_alpha_zero_trains_bit_for_bit_like_stock(tmp_path):
     sample = random_sample(stock_task.target_dictionary, bsz=4, tgt_len=7, src_len=6)
     optimizer = SimpleNamespace(backward=lambda loss: loss.backward())
     results = []
-    for task, model, crit in [(stock_task, stock_model, stock_crit), (our_task, our_model, our_crit)]:
+    for task, model, crit in [
+        (stock_task, stock_model, stock_crit),
+        (our_task, our_model, our_crit),
+    ]:
         torch.manual_seed(123)  # same dropout masks
         results.append(task.train_step(sample, model, crit, optimizer, update_num=0))
     (stock_loss, stock_size, stock_log), (loss, size, log) = results
@@ -277,8 +286,10 @@ def test_logits_and_log_probs_paths_agree_on_a_real_transformer(tmp_path, monkey
     model.train()
     results = {}
     for from_logits in (True, False):
-        monkeypatch.setattr("rdrop_fairseq.criterion.outputs_log_softmax_of_logits",
-                            lambda model, from_logits=from_logits: from_logits)
+        monkeypatch.setattr(
+            "rdrop_fairseq.criterion.outputs_log_softmax_of_logits",
+            lambda model, from_logits=from_logits: from_logits,
+        )
         torch.manual_seed(0)  # the same dropout masks
         model.zero_grad()
         loss, size, log = crit(model, sample)

@@ -28,7 +28,8 @@ from fairseq.modules.fairseq_dropout import FairseqDropout  # noqa: E402
 from fairseq.utils import apply_to_sample  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402
 
-from support.tiny_model import build, random_sample  # noqa: E402
+from rdrop_fairseq.backend import LossBackend  # noqa: E402
+from rdrop_fairseq.loss import training_loss  # noqa: E402
 from support.loss_reference import (  # noqa: E402
     FP32_ROUNDING,
     HostSyncs,
@@ -38,8 +39,7 @@ from support.loss_reference import (  # noqa: E402
     mask_in_one_copy,
     reference,
 )
-from rdrop_fairseq.backend import LossBackend  # noqa: E402
-from rdrop_fairseq.loss import training_loss  # noqa: E402
+from support.tiny_model import build, random_sample  # noqa: E402
 
 DEVICE = os.environ.get("RDROP_TEST_DEVICE", "cuda")
 ON_CPU = DEVICE == "cpu"
@@ -47,8 +47,10 @@ ON_CPU = DEVICE == "cpu"
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not ON_CPU and not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-    pytest.mark.skipif(ON_CPU and os.environ.get("TRITON_INTERPRET") != "1",
-                       reason="RDROP_TEST_DEVICE=cpu needs TRITON_INTERPRET=1"),
+    pytest.mark.skipif(
+        ON_CPU and os.environ.get("TRITON_INTERPRET") != "1",
+        reason="RDROP_TEST_DEVICE=cpu needs TRITON_INTERPRET=1",
+    ),
     # the interpreter's numpy on what the kernels compute on purpose: −inf − −inf, fp16 overflow
     pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
     pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
@@ -160,8 +162,10 @@ def test_cuda_triton_and_pytorch_paths_agree(dtype):
 def test_cuda_loss_waits_for_nothing(backend):
     """Forward and backward on the device read nothing back to the host, on either path."""
     if ON_CPU and backend == "torch":
-        pytest.skip("on the CPU the PyTorch path selects rows (test_torch_loss.py checks its "
-                    "device mode on the CPU)")
+        pytest.skip(
+            "on the CPU the PyTorch path selects rows (test_torch_loss.py checks its "
+            "device mode on the CPU)"
+        )
     logits, target, keep = setup(torch.float16, seed=5)
     with HostSyncs() as syncs:
         loss, _, _ = training_loss(logits, target, keep, 0.1, 5.0, backend=backend)
@@ -253,6 +257,11 @@ def test_cuda_training_step_matches_the_cpu_and_waits_no_more_than_the_stock_cri
     scale = max(grad.abs().max().item() for grad in cpu_grads.values())
     assert scale > 0
     for name, cpu_grad in cpu_grads.items():
-        torch.testing.assert_close(grads[name].cpu(), cpu_grad, rtol=1e-4, atol=1e-5 * scale,
-                                   msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            grads[name].cpu(),
+            cpu_grad,
+            rtol=1e-4,
+            atol=1e-5 * scale,
+            msg=lambda m, name=name: f"{name}: {m}",
+        )
     assert syncs == stock_syncs

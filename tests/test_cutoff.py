@@ -9,7 +9,6 @@ from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEn
 
 import rdrop_fairseq.cutoff as cutoff
 from rdrop_fairseq.sample import duplicate_sample
-
 from support import BIN, USER_DIR, run_cli
 from support.loss_reference import criterion_reference
 from support.tiny_model import build, random_sample, train_args
@@ -49,8 +48,10 @@ def capture_layer_inputs(model):
     def keep(name):
         return lambda module, args: seen.__setitem__(name, args[0].transpose(0, 1).detach())
 
-    handles = [model.encoder.layers[0].register_forward_pre_hook(keep("encoder")),
-               model.decoder.layers[0].register_forward_pre_hook(keep("decoder"))]
+    handles = [
+        model.encoder.layers[0].register_forward_pre_hook(keep("encoder")),
+        model.decoder.layers[0].register_forward_pre_hook(keep("decoder")),
+    ]
     return seen, handles
 
 
@@ -75,8 +76,9 @@ def test_cut_only_the_second_copy_and_never_eos_or_pad():
     d_eos, d_pad = 2, 1
     tokens = torch.tensor([[1, 5, 6, 2], [7, 8, 9, 2]]).repeat(2, 1)
     emb = torch.randn(4, 4, 3)
-    out = cutoff.cut_second_copy(tokens, emb, 0.5, {d_eos, d_pad},
-                                 draw=lambda t, p: torch.ones_like(t, dtype=torch.bool))
+    out = cutoff.cut_second_copy(
+        tokens, emb, 0.5, {d_eos, d_pad}, draw=lambda t, p: torch.ones_like(t, dtype=torch.bool)
+    )
     assert torch.equal(out[:2], emb[:2])  # clean copy, bit for bit
     special = tokens[2:].eq(d_eos) | tokens[2:].eq(d_pad)
     assert torch.equal(out[2:][special], emb[2:][special])
@@ -131,8 +133,9 @@ def test_embeddings_equal_simcut_and_the_clean_copy_is_untouched(transformer, mo
 
 @pytest.mark.parametrize("mode,alpha", [("rdrop", 5.0), ("simcut", 3.0)])
 def test_loss_and_gradient_match_float64_with_a_fixed_cut_mask(tmp_path, monkeypatch, mode, alpha):
-    _, task, model, crit = build(tmp_path, extra=[
-        "--rdrop-alpha", str(alpha), "--rdrop-cutoff", "0.3", "--rdrop-loss", mode])
+    _, task, model, crit = build(
+        tmp_path, extra=["--rdrop-alpha", str(alpha), "--rdrop-cutoff", "0.3", "--rdrop-loss", mode]
+    )
     d = task.target_dictionary
     sample = left_padded_sample(d, bsz=3)
     draw = fixed_draw()
@@ -147,14 +150,16 @@ def test_loss_and_gradient_match_float64_with_a_fixed_cut_mask(tmp_path, monkeyp
     logits.retain_grad()
     loss.backward()
     leaf = logits.detach().double().requires_grad_(True)
-    ref_loss, ref_nll, ref_kl = criterion_reference(leaf, sample["target"], d.pad(), EPS, alpha,
-                                                    mode)
+    ref_loss, ref_nll, ref_kl = criterion_reference(
+        leaf, sample["target"], d.pad(), EPS, alpha, mode
+    )
     ref_loss.backward()
     torch.testing.assert_close(loss.double(), ref_loss.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(log["kl_loss"].double(), ref_kl.detach(), rtol=1e-5, atol=1e-5)
     copies = 1 if mode == "simcut" else 2
-    torch.testing.assert_close(log["nll_loss"].double(), ref_nll.detach() / copies,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        log["nll_loss"].double(), ref_nll.detach() / copies, rtol=1e-5, atol=1e-5
+    )
     # gradients reach both copies (SimCut: through the clean and the cut distribution)
     torch.testing.assert_close(logits.grad.double(), leaf.grad, rtol=1e-4, atol=1e-6)
     b = sample["target"].size(0)
@@ -210,9 +215,29 @@ def test_cutoff_needs_alpha(tmp_path):
 
 @pytest.mark.slow
 def test_bad_cutoff_on_the_command_line_is_one_error_line(tmp_path):
-    proc = run_cli(BIN / "fairseq-train", *train_args(tmp_path, extra=[
-        "--user-dir", USER_DIR, "--rdrop-cutoff", "1.0", "--save-dir", tmp_path / "checkpoints",
-        "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "100"]), check=False, timeout=300)
+    proc = run_cli(
+        BIN / "fairseq-train",
+        *train_args(
+            tmp_path,
+            extra=[
+                "--user-dir",
+                USER_DIR,
+                "--rdrop-cutoff",
+                "1.0",
+                "--save-dir",
+                tmp_path / "checkpoints",
+                "--optimizer",
+                "adam",
+                "--lr",
+                "1e-3",
+                "--max-tokens",
+                "100",
+            ],
+        ),
+        check=False,
+        timeout=300,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: --rdrop-cutoff must be a probability in [0, 1), got 1.0")
+        "error: --rdrop-cutoff must be a probability in [0, 1), got 1.0"
+    )

@@ -69,10 +69,14 @@ def test_new_checkpoints_record_their_dictionaries(trained, data_bin):
     assert recorded == {"source": expected, "target": expected}
 
 
-@pytest.mark.parametrize("change, how", [
-    (swapped, "the same symbols in another order"),
-    (grown, r"\d+ symbols in the checkpoint, \d+ here"),
-], ids=["reordered", "resized"])
+@pytest.mark.parametrize(
+    "change, how",
+    [
+        (swapped, "the same symbols in another order"),
+        (grown, r"\d+ symbols in the checkpoint, \d+ here"),
+    ],
+    ids=["reordered", "resized"],
+)
 def test_resume_refuses_other_dictionaries(trained, data_bin, tmp_path, change, how):
     save = tmp_path / "save"
     shutil.copytree(trained, save)
@@ -84,22 +88,41 @@ def test_resume_refuses_other_dictionaries(trained, data_bin, tmp_path, change, 
         rf"error: checkpoint \S*{re.escape(str(save))}/checkpoint_last\.pt was trained with "
         rf"another source dictionary than {re.escape(str(data))}/dict\.de\.txt \({how}\): use "
         r"the data directory it was trained on .*; to train a new model on this data, use a new "
-        r"--save-dir", last_line(proc.stderr)), last_line(proc.stderr)
+        r"--save-dir",
+        last_line(proc.stderr),
+    ), last_line(proc.stderr)
     assert (save / "checkpoint_last.pt").read_bytes() == before
 
 
 @pytest.mark.parametrize("command, change", [("generate", swapped), ("validate", grown)])
-def test_generate_and_validate_refuse_other_dictionaries(trained, data_bin, tmp_path, command,
-                                                         change):
+def test_generate_and_validate_refuse_other_dictionaries(
+    trained, data_bin, tmp_path, command, change
+):
     data = data_copy(data_bin, tmp_path / "data", change)
     path = trained / "checkpoint_last.pt"
-    proc = run_cli(BIN / f"fairseq-{command}", data, "--user-dir", USER_DIR, "--path", path,
-                   "--cpu", "--max-tokens", "2000", "-s", "de", "-t", "en",
-                   *(["--task", "translation"] if command == "validate" else []), check=False)
+    proc = run_cli(
+        BIN / f"fairseq-{command}",
+        data,
+        "--user-dir",
+        USER_DIR,
+        "--path",
+        path,
+        "--cpu",
+        "--max-tokens",
+        "2000",
+        "-s",
+        "de",
+        "-t",
+        "en",
+        *(["--task", "translation"] if command == "validate" else []),
+        check=False,
+    )
     assert proc.returncode == 1, output(proc)[-3000:]
-    assert re.fullmatch(rf"error: checkpoint {re.escape(str(path))} was trained with another "
-                        rf"source dictionary than {re.escape(str(data))}/dict\.de\.txt .*\)",
-                        last_line(proc.stderr)), last_line(proc.stderr)
+    assert re.fullmatch(
+        rf"error: checkpoint {re.escape(str(path))} was trained with another "
+        rf"source dictionary than {re.escape(str(data))}/dict\.de\.txt .*\)",
+        last_line(proc.stderr),
+    ), last_line(proc.stderr)
 
 
 def test_a_checkpoint_without_the_record_loads_as_before(trained, data_bin, tmp_path):
@@ -108,6 +131,19 @@ def test_a_checkpoint_without_the_record_loads_as_before(trained, data_bin, tmp_
     old = tmp_path / "old.pt"
     torch.save(state, old)
     data = data_copy(data_bin, tmp_path / "data", swapped)  # not refused: nothing to compare
-    proc = run_cli(BIN / "fairseq-generate", data, "--user-dir", USER_DIR, "--path", old,
-                   "--cpu", "--max-tokens", "2000", "-s", "de", "-t", "en")
+    proc = run_cli(
+        BIN / "fairseq-generate",
+        data,
+        "--user-dir",
+        USER_DIR,
+        "--path",
+        old,
+        "--cpu",
+        "--max-tokens",
+        "2000",
+        "-s",
+        "de",
+        "-t",
+        "en",
+    )
     assert "Generate test with beam=5" in output(proc)

@@ -41,8 +41,9 @@ from support.training import curve, last_state, output, train_args
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
-SEEDED_ENTRY = '''"""fairseq-train whose dropout masks depend on (update, batch) only, not on the RNG history
-of the process, so that N ranks and one process with --update-freq N draw the same masks."""
+SEEDED_ENTRY = '''"""fairseq-train whose dropout masks depend on (update, batch) only, not on the
+RNG history of the process, so that N ranks and one process with --update-freq N draw the same
+masks."""
 import sys
 import torch
 import fairseq_cli.train
@@ -64,11 +65,21 @@ def test_two_gloo_processes_match_one_process_with_update_freq_2(data_bin, tmp_p
     entry = tmp_path / "seeded_train.py"
     entry.write_text(SEEDED_ENTRY)
     args = lambda save: train_args(data_bin, save, 8, "--disable-validation")  # noqa: E731
-    single = output(run_cli(sys.executable, entry, *args(tmp_path / "one"), "--update-freq", "2",
-                            env=ONE_THREAD))
-    ddp = run_cli(BIN / "rdrop-train-distributed", "--nproc", "2",
-                  "--entry", f"{shlex.quote(sys.executable)} {shlex.quote(str(entry))}",
-                  "--", *args(tmp_path / "two"), env=ONE_THREAD)
+    single = output(
+        run_cli(
+            sys.executable, entry, *args(tmp_path / "one"), "--update-freq", "2", env=ONE_THREAD
+        )
+    )
+    ddp = run_cli(
+        BIN / "rdrop-train-distributed",
+        "--nproc",
+        "2",
+        "--entry",
+        f"{shlex.quote(sys.executable)} {shlex.quote(str(entry))}",
+        "--",
+        *args(tmp_path / "two"),
+        env=ONE_THREAD,
+    )
     ddp_log = output(ddp)
     assert "[rank 1] " in ddp.stderr + ddp.stdout
     assert re.search(r"\[rank 1\] .*distributed init \(rank 1\)", ddp_log)
@@ -90,10 +101,24 @@ def test_two_gloo_processes_match_one_process_with_update_freq_2(data_bin, tmp_p
 def test_summed_logging_outputs_reduce_like_the_list():
     """What the workers' fast stat sync does: logging outputs are summed key by key first."""
     assert RDrop.logging_outputs_can_be_summed()
-    logs = [{"loss": 30.0, "nll_loss": 12.0, "kl_loss": 0.9, "ntokens": 10, "nsentences": 2,
-             "sample_size": 10},
-            {"loss": 61.0, "nll_loss": 20.0, "kl_loss": 3.1, "ntokens": 25, "nsentences": 3,
-             "sample_size": 25}]
+    logs = [
+        {
+            "loss": 30.0,
+            "nll_loss": 12.0,
+            "kl_loss": 0.9,
+            "ntokens": 10,
+            "nsentences": 2,
+            "sample_size": 10,
+        },
+        {
+            "loss": 61.0,
+            "nll_loss": 20.0,
+            "kl_loss": 3.1,
+            "ntokens": 25,
+            "nsentences": 3,
+            "sample_size": 25,
+        },
+    ]
     summed = [{k: logs[0][k] + logs[1][k] for k in logs[0]}]
     values = []
     for outputs in (logs, summed):
@@ -105,13 +130,33 @@ def test_summed_logging_outputs_reduce_like_the_list():
 
 
 def test_launcher_commands_cpu_and_multi_node_gpu():
-    args = SimpleNamespace(nproc=2, nodes=1, node_rank=0, master_addr="127.0.0.1",
-                           master_port=1234, entry="fairseq-train")
+    args = SimpleNamespace(
+        nproc=2,
+        nodes=1,
+        node_rank=0,
+        master_addr="127.0.0.1",
+        master_port=1234,
+        entry="fairseq-train",
+    )
     cpu = train_distributed.rank_commands(args, ["DATA", "--cpu"], use_cuda=False)
-    assert cpu[1] == ["fairseq-train", "--distributed-backend", "gloo", "--ddp-backend",
-                      "legacy_ddp", "DATA", "--cpu", "--distributed-world-size", "2",
-                      "--distributed-rank", "1", "--distributed-init-method",
-                      "tcp://127.0.0.1:1234", "--distributed-no-spawn", "--device-id", "0"]
+    assert cpu[1] == [
+        "fairseq-train",
+        "--distributed-backend",
+        "gloo",
+        "--ddp-backend",
+        "legacy_ddp",
+        "DATA",
+        "--cpu",
+        "--distributed-world-size",
+        "2",
+        "--distributed-rank",
+        "1",
+        "--distributed-init-method",
+        "tcp://127.0.0.1:1234",
+        "--distributed-no-spawn",
+        "--device-id",
+        "0",
+    ]
     args.nproc, args.nodes, args.node_rank, args.master_addr = 4, 2, 1, "node0"
     gpu = train_distributed.rank_commands(args, ["DATA"], use_cuda=True)
     assert [c[c.index("--distributed-rank") + 1] for c in gpu] == ["4", "5", "6", "7"]
@@ -120,7 +165,7 @@ def test_launcher_commands_cpu_and_multi_node_gpu():
     assert all("nccl" in c and "legacy_ddp" not in c for c in gpu)
 
 
-FAKE_RANK = '''import signal, sys, time
+FAKE_RANK = """import signal, sys, time
 rank = int(sys.argv[sys.argv.index("--distributed-rank") + 1])
 def stop(signum, frame):
     print(f"rank {rank} got signal {signum}", flush=True)
@@ -132,16 +177,19 @@ if rank == int(sys.argv[1]):
     print("boom", file=sys.stderr, flush=True)
     sys.exit(3)
 time.sleep(120)
-'''
+"""
 
 
 def start_launcher(tmp_path, failing_rank):
     script = tmp_path / "fake_rank.py"
     script.write_text(FAKE_RANK)
     entry = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {failing_rank}"
-    return subprocess.Popen([str(BIN / "rdrop-train-distributed"), "--nproc", "3", "--entry", entry,
-                             "--", "--cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [str(BIN / "rdrop-train-distributed"), "--nproc", "3", "--entry", entry, "--", "--cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -182,9 +230,15 @@ def loaded_state(tmp_path):
     cfg, _, model, _ = build(tmp_path, extra=["--rdrop-alpha", "5"])
     path = tmp_path / "checkpoint.pt"
     checkpoint_utils.torch_persistent_save(  # as the trainer saves it: cfg as plain containers
-        {"cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "model": model.state_dict(), "extra_state": {"val_loss": 1.5},
-         "optimizer_history": [{"num_updates": 3, "best_loss": 1.5}],
-         "last_optimizer_state": {}}, str(path))
+        {
+            "cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+            "model": model.state_dict(),
+            "extra_state": {"val_loss": 1.5},
+            "optimizer_history": [{"num_updates": 3, "best_loss": 1.5}],
+            "last_optimizer_state": {},
+        },
+        str(path),
+    )
     return checkpoint_utils.load_checkpoint_to_cpu(str(path))
 
 
@@ -201,6 +255,9 @@ def test_other_ranks_unpickle_the_broadcast_state_under_the_policy(tmp_path, mon
             return exec, ("raise SystemExit('ran')",)
 
     state["extra_state"]["x"] = Payload()
-    with pytest.raises(UsageError, match=r"^the checkpoint state sent by rank 0 .* holds "
-                                         r"builtins\.exec, which the safe loader does not allow"):
+    with pytest.raises(
+        UsageError,
+        match=r"^the checkpoint state sent by rank 0 .* holds "
+        r"builtins\.exec, which the safe loader does not allow",
+    ):
         distributed_utils.torch.load(broadcast_payload(state), map_location="cpu")

@@ -13,13 +13,44 @@ from support.tiny_model import TINY_TRANSFORMER as TINY
 
 def train_args(data, save_dir, max_update, *extra):
     return [
-        "fairseq-train", data, "--user-dir", USER_DIR, "--task", "rdrop_translation",
-        "--criterion", "label_smoothed_cross_entropy_rdrop", "--rdrop-alpha", "5",
-        "--label-smoothing", "0.1", *TINY,
-        "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
-        "--warmup-updates", "50", "--max-tokens", "1024", "--max-update", str(max_update),
-        "--seed", "1", "--cpu", "--num-workers", "0", "--save-dir", save_dir,
-        "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", "10", *extra,
+        "fairseq-train",
+        data,
+        "--user-dir",
+        USER_DIR,
+        "--task",
+        "rdrop_translation",
+        "--criterion",
+        "label_smoothed_cross_entropy_rdrop",
+        "--rdrop-alpha",
+        "5",
+        "--label-smoothing",
+        "0.1",
+        *TINY,
+        "--optimizer",
+        "adam",
+        "--lr",
+        "3e-3",
+        "--lr-scheduler",
+        "inverse_sqrt",
+        "--warmup-updates",
+        "50",
+        "--max-tokens",
+        "1024",
+        "--max-update",
+        str(max_update),
+        "--seed",
+        "1",
+        "--cpu",
+        "--num-workers",
+        "0",
+        "--save-dir",
+        save_dir,
+        "--no-epoch-checkpoints",
+        "--log-format",
+        "json",
+        "--log-interval",
+        "10",
+        *extra,
     ]
 
 
@@ -58,8 +89,9 @@ def test_training_logs_kl_and_the_loss_falls(trained):
 def test_resume_continues_from_the_saved_update_count(trained):
     save, _, second = trained
     assert "Loaded checkpoint" in second and "@ 100 updates" in second
-    updates = [int(r["num_updates"]) for r in json_records(second, '"num_updates"')
-               if "num_updates" in r]
+    updates = [
+        int(r["num_updates"]) for r in json_records(second, '"num_updates"') if "num_updates" in r
+    ]
     assert updates and min(updates) > 100 and max(updates) == 200
     from fairseq import checkpoint_utils
 
@@ -71,16 +103,27 @@ def test_resume_continues_from_the_saved_update_count(trained):
 def test_generate_emits_every_sentence_and_scores(trained, data_bin, subset, n, tmp_path):
     save, _, _ = trained
     gen = run_cli(
-        "fairseq-generate", data_bin, "--user-dir", USER_DIR, "--path", save / "checkpoint_best.pt",
-        "--gen-subset", subset, "--beam", "2", "--batch-size", "8", "--cpu",
+        "fairseq-generate",
+        data_bin,
+        "--user-dir",
+        USER_DIR,
+        "--path",
+        save / "checkpoint_best.pt",
+        "--gen-subset",
+        subset,
+        "--beam",
+        "2",
+        "--batch-size",
+        "8",
+        "--cpu",
     )
-    ids = sorted(int(line.split("\t")[0][2:]) for line in gen.stdout.splitlines()
-                 if line.startswith("H-"))
+    ids = sorted(
+        int(line.split("\t")[0][2:]) for line in gen.stdout.splitlines() if line.startswith("H-")
+    )
     assert ids == list(range(n))
     log = tmp_path / "gen.log"
     log.write_text(gen.stdout)
-    scores = json.loads(run_cli(BIN / "rdrop-evaluate",
-                                "--generate-log", log, "--json").stdout)
+    scores = json.loads(run_cli(BIN / "rdrop-evaluate", "--generate-log", log, "--json").stdout)
     assert 0 <= scores["bleu"] <= 100 and scores["signature"].startswith("nrefs:1")
 
 

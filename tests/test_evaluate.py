@@ -41,7 +41,11 @@ def plain(corpus, tmp_path_factory):
     plain files."""
     folder = tmp_path_factory.mktemp("plain")
     refs = (corpus.raw / "train.en").read_text(encoding="utf-8").splitlines()
-    for name, lines in [("ref", refs), ("hyp", degrade(refs, 1, 0.1)), ("base", degrade(refs, 2, 0.2))]:
+    for name, lines in [
+        ("ref", refs),
+        ("hyp", degrade(refs, 1, 0.1)),
+        ("base", degrade(refs, 2, 0.2)),
+    ]:
         (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
 
@@ -72,7 +76,9 @@ def fairseq_score(sys_path, ref_path):
 
 
 def test_plain_files_equal_sacrebleu_cli(plain):
-    ours = evaluate_json("--hyp", plain / "hyp", "--ref", plain / "ref", "--baseline-hyp", plain / "base")
+    ours = evaluate_json(
+        "--hyp", plain / "hyp", "--ref", plain / "ref", "--baseline-hyp", plain / "base"
+    )
     bleu, chrf = sacrebleu_cli(plain / "ref", "-i", plain / "hyp", "-m", "bleu", "chrf", "-w", "4")
     assert f"{ours['bleu']:.4f}" == f"{bleu['score']:.4f}"
     assert ours["signature"] == bleu["signature"]
@@ -80,7 +86,9 @@ def test_plain_files_equal_sacrebleu_cli(plain):
     assert ours["chrf_signature"] == chrf["signature"]
     assert ours["n"] == 1000
 
-    baseline, system = sacrebleu_cli(plain / "ref", "-i", plain / "base", plain / "hyp", "-m", "bleu", "--paired-bs")
+    baseline, system = sacrebleu_cli(
+        plain / "ref", "-i", plain / "base", plain / "hyp", "-m", "bleu", "--paired-bs"
+    )
     assert ours["p_value"] == pytest.approx(system["BLEU"]["p_value"], abs=1e-12)
     assert ours["baseline_bleu"] == pytest.approx(baseline["BLEU"]["score"], abs=1e-9)
     assert ours["bleu"] > ours["baseline_bleu"] and ours["p_value"] < 0.05
@@ -94,7 +102,12 @@ def test_tokenized_bleu_equals_fairseq_score(tokenized, tmp_path):
         pytest.skip("perl not available for compound_split_bleu.sh's one-liner")
     for name in ("hyp", "ref"):  # the splitting step of fairseq's scripts/compound_split_bleu.sh
         with open(tokenized / name) as fin, open(tmp_path / name, "w") as fout:
-            subprocess.run(["perl", "-ple", r"s{(\S)-(\S)}{$1 ##AT##-##AT## $2}g"], stdin=fin, stdout=fout, check=True)
+            subprocess.run(
+                ["perl", "-ple", r"s{(\S)-(\S)}{$1 ##AT##-##AT## $2}g"],
+                stdin=fin,
+                stdout=fout,
+                check=True,
+            )
     assert round(ours["compound_bleu"], 2) == fairseq_score(tmp_path / "hyp", tmp_path / "ref")
     assert ours["compound_bleu"] != ours["tok_bleu"]
 
@@ -106,11 +119,16 @@ def test_tokenized_input_is_detokenized_for_sacrebleu(tokenized, tmp_path):
     detok = MosesDetokenizer("en").detokenize
     for name in ("hyp", "ref"):
         lines = (tokenized / name).read_text(encoding="utf-8").splitlines()
-        (tmp_path / name).write_text("\n".join(detok(line.split()) for line in lines) + "\n", encoding="utf-8")
+        (tmp_path / name).write_text(
+            "\n".join(detok(line.split()) for line in lines) + "\n", encoding="utf-8"
+        )
     ours = evaluate_json("--hyp", tokenized / "hyp", "--ref", tokenized / "ref", "--tokenized")
     (bleu,) = sacrebleu_cli(tmp_path / "ref", "-i", tmp_path / "hyp", "-m", "bleu", "-w", "4")
     assert f"{ours['bleu']:.4f}" == f"{bleu['score']:.4f}"
-    assert "&quot;" not in (tmp_path / "ref").read_text() and "&quot;" in (tokenized / "ref").read_text()
+    assert (
+        "&quot;" not in (tmp_path / "ref").read_text()
+        and "&quot;" in (tokenized / "ref").read_text()
+    )
 
 
 def test_generate_log(tokenized, tmp_path):
@@ -118,8 +136,13 @@ def test_generate_log(tokenized, tmp_path):
     refs = (tokenized / "ref").read_text(encoding="utf-8").splitlines()[:50]
     log = ["2024-01-01 00:00:00 | INFO | fairseq_cli.generate | loading model(s)"]
     for i in random.Random(0).sample(range(50), 50):  # fairseq prints sentences by length, not id
-        log += [f"S-{i}\tquelle {i}", f"T-{i}\t{refs[i]}", f"H-{i}\t-0.5\t{hyps[i]}",
-                f"D-{i}\t-0.5\t{hyps[i]}", f"P-{i}\t-0.1 -0.2"]
+        log += [
+            f"S-{i}\tquelle {i}",
+            f"T-{i}\t{refs[i]}",
+            f"H-{i}\t-0.5\t{hyps[i]}",
+            f"D-{i}\t-0.5\t{hyps[i]}",
+            f"P-{i}\t-0.1 -0.2",
+        ]
     log.append("Generate test with beam=5: BLEU4 = 1.00, 1.0/1.0/1.0/1.0 (BP=1.000)")
     (tmp_path / "gen.txt").write_text("\n".join(log) + "\n", encoding="utf-8")
     (tmp_path / "hyp").write_text("\n".join(hyps) + "\n", encoding="utf-8")
@@ -128,8 +151,13 @@ def test_generate_log(tokenized, tmp_path):
     from_files = evaluate_json("--hyp", tmp_path / "hyp", "--ref", tmp_path / "ref", "--tokenized")
     assert from_log == from_files and from_log["n"] == 50
 
-    text = evaluate("--generate-log", tmp_path / "gen.txt", "--tokenized",
-                    "--baseline-generate-log", tmp_path / "gen.txt")
+    text = evaluate(
+        "--generate-log",
+        tmp_path / "gen.txt",
+        "--tokenized",
+        "--baseline-generate-log",
+        tmp_path / "gen.txt",
+    )
     assert text.returncode == 0, text.stderr
     assert f"BLEU = {from_log['bleu']:.2f} (nrefs:1|" in text.stdout
     assert f"baseline BLEU = {from_log['bleu']:.2f}, paired bootstrap p = " in text.stdout
@@ -140,10 +168,14 @@ def test_errors(plain, tmp_path):
     result = evaluate("--hyp", tmp_path / "short", "--ref", plain / "ref")
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"error: different numbers of sentences ({tmp_path / 'short'}: 1, {plain / 'ref'}: 1000)")
+        f"error: different numbers of sentences ({tmp_path / 'short'}: 1, {plain / 'ref'}: 1000)"
+    )
 
     result = evaluate("--hyp", tmp_path / "missing", "--ref", plain / "ref")
-    assert (result.returncode, result.stderr.strip()) == (1, f"error: no such file: {tmp_path / 'missing'}")
+    assert (result.returncode, result.stderr.strip()) == (
+        1,
+        f"error: no such file: {tmp_path / 'missing'}",
+    )
 
     (tmp_path / "latin1").write_bytes("café\n".encode("latin-1"))
     result = evaluate("--hyp", tmp_path / "latin1", "--ref", plain / "ref")
@@ -152,7 +184,9 @@ def test_errors(plain, tmp_path):
 
     result = evaluate("--generate-log", plain / "ref")
     assert (result.returncode, result.stderr.strip()) == (
-        1, f"error: {plain / 'ref'}: no H- lines: not a fairseq-generate log")
+        1,
+        f"error: {plain / 'ref'}: no H- lines: not a fairseq-generate log",
+    )
 
     assert evaluate("--hyp", plain / "hyp").returncode == 2  # usage error: --ref missing
 
@@ -163,7 +197,8 @@ def test_empty_hypotheses_and_references_are_one_error_line(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         evaluate_tool.main(["--hyp", str(tmp_path / "hyp"), "--ref", str(tmp_path / "ref")])
     assert exit_info.value.code == (
-        f"error: {tmp_path / 'hyp'} and {tmp_path / 'ref'}: no sentences to score")
+        f"error: {tmp_path / 'hyp'} and {tmp_path / 'ref'}: no sentences to score"
+    )
 
 
 @pytest.mark.slow
@@ -172,23 +207,31 @@ def test_empty_input_on_the_command_line(tmp_path):
         (tmp_path / name).write_text("", encoding="utf-8")
     result = evaluate("--hyp", tmp_path / "hyp", "--ref", tmp_path / "ref", "--json")
     assert (result.returncode, result.stdout, result.stderr) == (
-        1, "", f"error: {tmp_path / 'hyp'} and {tmp_path / 'ref'}: no sentences to score\n")
+        1,
+        "",
+        f"error: {tmp_path / 'hyp'} and {tmp_path / 'ref'}: no sentences to score\n",
+    )
 
 
 def test_a_baseline_identical_to_the_system_has_p_1(plain, tmp_path):
     """sacreBLEU's bootstrap alone gives the same output twice p = 1/1001."""
     same = tmp_path / "same"
     shutil.copyfile(plain / "hyp", same)
-    result = evaluate_tool.evaluate(*[evaluate_tool.read_lines(p) for p in (plain / "hyp",
-                                                                             plain / "ref")],
-                                    baseline_hyps=evaluate_tool.read_lines(same))
+    result = evaluate_tool.evaluate(
+        *[evaluate_tool.read_lines(p) for p in (plain / "hyp", plain / "ref")],
+        baseline_hyps=evaluate_tool.read_lines(same),
+    )
     assert result["p_value"] == 1.0 and result["baseline_bleu"] == result["bleu"]
 
 
 def test_a_directory_for_a_file_says_is_a_directory(plain, tmp_path):
     result = evaluate("--hyp", tmp_path, "--ref", plain / "ref")
     assert (result.returncode, result.stderr.strip()) == (
-        1, f"error: {tmp_path} is a directory, not a file")
+        1,
+        f"error: {tmp_path} is a directory, not a file",
+    )
     result = evaluate("--hyp", plain / "hyp", "--ref", plain / "ref", "--write-hyp", tmp_path)
     assert (result.returncode, result.stderr.strip()) == (
-        1, f"error: {tmp_path} is a directory: name the file to write")
+        1,
+        f"error: {tmp_path} is a directory: name the file to write",
+    )

@@ -8,26 +8,58 @@ import tarfile
 
 import pytest
 
-from support import corpus as synthetic_corpus
-from support import BIN, ROOT, run_cli
 from rdrop_tools.training_logs import read_fairseq_log
+from support import BIN, ROOT, run_cli
+from support import corpus as synthetic_corpus
 
 EXPERIMENT = ROOT / "examples" / "translation" / "experiment-multi30k-gpu.sh"
 SYSTEMS = ("baseline", "rdrop", "rdrop_cutoff")
 TEST_SENTENCES = 8
 MAX_UPDATE = 30
 TOY = [
-    "--encoder-layers", "1", "--decoder-layers", "1",
-    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
-    "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
-    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
-    "--max-tokens", "1024", "--lr", "5e-3", "--warmup-updates", "10",
-    "--max-update", str(MAX_UPDATE),
+    "--encoder-layers",
+    "1",
+    "--decoder-layers",
+    "1",
+    "--encoder-embed-dim",
+    "16",
+    "--decoder-embed-dim",
+    "16",
+    "--encoder-ffn-embed-dim",
+    "32",
+    "--decoder-ffn-embed-dim",
+    "32",
+    "--encoder-attention-heads",
+    "2",
+    "--decoder-attention-heads",
+    "2",
+    "--max-tokens",
+    "1024",
+    "--lr",
+    "5e-3",
+    "--warmup-updates",
+    "10",
+    "--max-update",
+    str(MAX_UPDATE),
 ]
 SYSTEM_KEYS = {
-    "train_command", "test_command", "updates", "epochs", "wall_s", "median_train_wps",
-    "best_valid_bleu", "best_epoch", "final_train_nll_loss", "final_valid_nll_loss",
-    "final_train_kl_loss", "bleu", "chrf", "tok_bleu", "n", "signature", "chrf_signature",
+    "train_command",
+    "test_command",
+    "updates",
+    "epochs",
+    "wall_s",
+    "median_train_wps",
+    "best_valid_bleu",
+    "best_epoch",
+    "final_train_nll_loss",
+    "final_valid_nll_loss",
+    "final_train_kl_loss",
+    "bleu",
+    "chrf",
+    "tok_bleu",
+    "n",
+    "signature",
+    "chrf_signature",
 }
 COMPARED_KEYS = {"delta_bleu", "delta_chrf", "p_value", "paired_command"}
 pytestmark = pytest.mark.slow  # trains and runs the command-line tools
@@ -50,9 +82,24 @@ def toy_data_bin(tmp_path_factory):
             for folder, lines in ((out / "raw", raw), (text, pieces)):
                 text_file = folder / f"{split}.{lang}"
                 text_file.write_text("".join(s + "\n" for s in lines), encoding="utf-8")
-    run_cli(BIN / "fairseq-preprocess", "--source-lang", "de", "--target-lang", "en",
-            "--joined-dictionary", "--trainpref", text / "train", "--validpref", text / "valid",
-            "--testpref", text / "test", "--destdir", out, "--workers", "1")
+    run_cli(
+        BIN / "fairseq-preprocess",
+        "--source-lang",
+        "de",
+        "--target-lang",
+        "en",
+        "--joined-dictionary",
+        "--trainpref",
+        text / "train",
+        "--validpref",
+        text / "valid",
+        "--testpref",
+        text / "test",
+        "--destdir",
+        out,
+        "--workers",
+        "1",
+    )
     (out / ".complete").touch()
     return out
 
@@ -61,8 +108,20 @@ def toy_data_bin(tmp_path_factory):
 def experiment(toy_data_bin, tmp_path_factory):
     root = tmp_path_factory.mktemp("experiment-gpu")
     paths = {name: root / name for name in ("work", "results", "pack")}
-    proc = run_cli("bash", EXPERIMENT, "--data-bin", toy_data_bin, "--work", paths["work"],
-                   "--results", paths["results"], "--pack", paths["pack"], "--", *TOY)
+    proc = run_cli(
+        "bash",
+        EXPERIMENT,
+        "--data-bin",
+        toy_data_bin,
+        "--work",
+        paths["work"],
+        "--results",
+        paths["results"],
+        "--pack",
+        paths["pack"],
+        "--",
+        *TOY,
+    )
     results = json.loads((paths["results"] / "results.json").read_text(encoding="utf-8"))
     return paths, results, proc
 
@@ -86,8 +145,17 @@ def test_results_folder_holds_every_file_and_no_checkpoint(experiment):
 
 def test_results_json_has_every_figure_and_the_exact_commands(experiment):
     _, results, _ = experiment
-    assert set(results) == {"baseline", "systems", "mode", "lanes_wall_s", "experiment_wall_s",
-                            "equal_updates", "data", "machine", "commands"}
+    assert set(results) == {
+        "baseline",
+        "systems",
+        "mode",
+        "lanes_wall_s",
+        "experiment_wall_s",
+        "equal_updates",
+        "data",
+        "machine",
+        "commands",
+    }
     assert results["baseline"] == "baseline" and list(results["systems"]) == list(SYSTEMS)
     assert results["mode"] == "concurrent" and results["equal_updates"] is True
     assert 0 < results["lanes_wall_s"] <= results["experiment_wall_s"]
@@ -133,8 +201,15 @@ def test_pack_is_what_a_gpu_run_can_bring_back(experiment):
 
 
 def test_unprepared_data_bin_fails_with_one_clear_line(tmp_path):
-    proc = run_cli("bash", EXPERIMENT, "--data-bin", tmp_path / "missing", "--work", tmp_path / "w",
-                   check=False)
+    proc = run_cli(
+        "bash",
+        EXPERIMENT,
+        "--data-bin",
+        tmp_path / "missing",
+        "--work",
+        tmp_path / "w",
+        check=False,
+    )
     assert proc.returncode != 0
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
     assert "prepare-multi30k.sh" in proc.stderr and not (tmp_path / "w").exists()

@@ -12,18 +12,25 @@ import sys
 
 import pytest
 
-from support import ROOT
-
 from rdrop_tools.machine import machine_info
 from rdrop_tools.training_logs import summarize_run, total_wall_s
+from support import ROOT
 
 EXPERIMENTS = ROOT / "examples" / "translation"
 sys.path.insert(0, str(EXPERIMENTS))
 import experiment_report  # noqa: E402
 
 COMMITTED = EXPERIMENTS / "results"
-SUMMARY_KEYS = ("options", "epochs", "updates", "wall_s", "median_train_wps", "best_valid_bleu",
-                "best_epoch", "final_train_kl_loss")
+SUMMARY_KEYS = (
+    "options",
+    "epochs",
+    "updates",
+    "wall_s",
+    "median_train_wps",
+    "best_valid_bleu",
+    "best_epoch",
+    "final_train_kl_loss",
+)
 
 
 def committed(name):
@@ -37,16 +44,30 @@ def train_records(summary):
     epochs = summary["epochs"]
     lines = []
     for epoch in range(1, epochs + 1):
-        train = {"epoch": epoch, "train_loss": "5.1", "train_nll_loss": str(4 - epoch / 10),
-                 "train_wps": str(summary["median_train_wps"]),
-                 "train_num_updates": str(summary["updates"] // epochs * epoch),
-                 "train_wall": str(summary["wall_s"] if epoch == epochs
-                                   else round(summary["wall_s"] * epoch / epochs, 1))}
+        train = {
+            "epoch": epoch,
+            "train_loss": "5.1",
+            "train_nll_loss": str(4 - epoch / 10),
+            "train_wps": str(summary["median_train_wps"]),
+            "train_num_updates": str(summary["updates"] // epochs * epoch),
+            "train_wall": str(
+                summary["wall_s"]
+                if epoch == epochs
+                else round(summary["wall_s"] * epoch / epochs, 1)
+            ),
+        }
         if summary["final_train_kl_loss"] is not None:
             train["train_kl_loss"] = str(summary["final_train_kl_loss"])
-        bleu = summary["best_valid_bleu"] - (0 if epoch == summary["best_epoch"] else 1 + epoch / 100)
-        valid = {"epoch": epoch, "valid_loss": "4.8", "valid_nll_loss": str(3 + epoch / 100),
-                 "valid_bleu": str(round(bleu, 2)), "valid_num_updates": train["train_num_updates"]}
+        bleu = summary["best_valid_bleu"] - (
+            0 if epoch == summary["best_epoch"] else 1 + epoch / 100
+        )
+        valid = {
+            "epoch": epoch,
+            "valid_loss": "4.8",
+            "valid_nll_loss": str(3 + epoch / 100),
+            "valid_bleu": str(round(bleu, 2)),
+            "valid_num_updates": train["train_num_updates"],
+        }
         lines.append("2026-11-26 | INFO | train | " + json.dumps(train))
         lines.append("2026-11-26 | INFO | valid on 'valid' subset | " + json.dumps(valid))
     return "\n".join(lines) + "\n"
@@ -83,9 +104,16 @@ def test_wall_time_adds_up_the_segments_of_a_resumed_run():
 
 
 def test_a_run_is_summarized_from_its_json_log_and_options(tmp_path):
-    summary = {"options": "--rdrop-alpha 2 --dropout 0.1", "epochs": 3, "updates": 789,
-               "wall_s": 315.0, "median_train_wps": 1602.0, "best_valid_bleu": 31.5,
-               "best_epoch": 2, "final_train_kl_loss": 0.4}
+    summary = {
+        "options": "--rdrop-alpha 2 --dropout 0.1",
+        "epochs": 3,
+        "updates": 789,
+        "wall_s": 315.0,
+        "median_train_wps": 1602.0,
+        "best_valid_bleu": 31.5,
+        "best_epoch": 2,
+        "final_train_kl_loss": 0.4,
+    }
     write_run(tmp_path, summary)
     got, log = summarize_run(tmp_path)
     assert got == summary and list(got) == list(SUMMARY_KEYS)
@@ -97,8 +125,12 @@ def multi30k_work(work, results):
     for run, summary in results["sweep"].items():
         write_run(work / run, summary)
     write_scores(work / "baseline.test2016", results["baseline"])
-    write_scores(work / "rdrop.test2016", results["rdrop"], p_value=results["p_value"],
-                 **{k: results[k] for k in ("signature", "chrf_signature")})
+    write_scores(
+        work / "rdrop.test2016",
+        results["rdrop"],
+        p_value=results["p_value"],
+        **{k: results[k] for k in ("signature", "chrf_signature")},
+    )
 
 
 def test_the_multi30k_results_come_out_as_committed(tmp_path, capsys):
@@ -113,9 +145,12 @@ def test_the_multi30k_results_come_out_as_committed(tmp_path, capsys):
     assert list(regenerated) == list(results)
     assert regenerated["machine"] == json.loads(json.dumps(machine_info()))
     assert (out / "results.md").read_text(encoding="utf-8") == (folder / "results.md").read_text(
-        encoding="utf-8")
+        encoding="utf-8"
+    )
     for system in ("baseline", "rdrop"):
-        assert (out / f"{system}.test2016.hyp").read_text() == f"a hypothesis of {system}.test2016\n"
+        assert (
+            out / f"{system}.test2016.hyp"
+        ).read_text() == f"a hypothesis of {system}.test2016\n"
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -125,11 +160,16 @@ def cutoff_work(work, results):
     signatures = {k: results[k] for k in ("signature", "chrf_signature")}
     for row in runs:
         write_run(work / row["run"], {k: row[k] for k in SUMMARY_KEYS})
-        write_scores(work / f"{row['run']}.test2016", row, p_value=row["vs_baseline"]["p_value"],
-                     **signatures)
+        write_scores(
+            work / f"{row['run']}.test2016",
+            row,
+            p_value=row["vs_baseline"]["p_value"],
+            **signatures,
+        )
         rescored = {k: row[k] for k in ("bleu", "chrf", "n")}
         (work / f"{row['run']}.test2016.vs-rdrop.json").write_text(
-            json.dumps(dict(rescored, p_value=row["vs_rdrop"]["p_value"], **signatures)))
+            json.dumps(dict(rescored, p_value=row["vs_rdrop"]["p_value"], **signatures))
+        )
     return [row["run"] for row in runs]
 
 
@@ -145,9 +185,11 @@ def test_the_cutoff_results_come_out_as_committed(tmp_path):
     assert without_machine(regenerated) == without_machine(results)
     assert list(regenerated) == list(results)
     assert (out / "results.md").read_text(encoding="utf-8") == (folder / "results.md").read_text(
-        encoding="utf-8")
+        encoding="utf-8"
+    )
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["curves.png", "results.json", "results.md", *(f"{run}.test2016.hyp" for run in runs)])
+        ["curves.png", "results.json", "results.md", *(f"{run}.test2016.hyp" for run in runs)]
+    )
 
 
 def test_the_cutoff_report_refuses_two_scorings_of_a_run_that_disagree(tmp_path):
@@ -186,17 +228,39 @@ def gpu_work(work, data_bin, baseline_bleu=30.0):
         (work / system / "train.log").write_text(train_records(summary))
         for name in ("command", "test-command", "paired-command"):
             (work / system / f"{name}.txt").write_text(f"{name} of {system}\n")
-        write_scores(work / f"{system}.test2016", {"bleu": bleu, "chrf": 50.0, "n": 8},
-                     tok_bleu=bleu + 1, **signatures)
-    (work / "rdrop.vs-baseline.json").write_text(json.dumps(
-        {"bleu": 31.5, "baseline_bleu": baseline_bleu, "p_value": 0.02}))
+        write_scores(
+            work / f"{system}.test2016",
+            {"bleu": bleu, "chrf": 50.0, "n": 8},
+            tok_bleu=bleu + 1,
+            **signatures,
+        )
+    (work / "rdrop.vs-baseline.json").write_text(
+        json.dumps({"bleu": 31.5, "baseline_bleu": baseline_bleu, "p_value": 0.02})
+    )
 
 
 def gpu_report(tmp_path, **work):
     gpu_work(tmp_path / "work", tmp_path / "data-bin", **work)
-    report("gpu", "--work", tmp_path / "work", "--data-bin", tmp_path / "data-bin",
-           "--out", tmp_path / "out", "--systems", "baseline", "rdrop", "--mode", "sequential",
-           "--lanes-wall-s", 100, "--experiment-wall-s", 120, "--command", "bash experiment")
+    report(
+        "gpu",
+        "--work",
+        tmp_path / "work",
+        "--data-bin",
+        tmp_path / "data-bin",
+        "--out",
+        tmp_path / "out",
+        "--systems",
+        "baseline",
+        "rdrop",
+        "--mode",
+        "sequential",
+        "--lanes-wall-s",
+        100,
+        "--experiment-wall-s",
+        120,
+        "--command",
+        "bash experiment",
+    )
 
 
 def test_the_gpu_report_compares_each_system_with_the_baseline(tmp_path):
@@ -205,14 +269,24 @@ def test_the_gpu_report_compares_each_system_with_the_baseline(tmp_path):
     rdrop = results["systems"]["rdrop"]
     assert rdrop["delta_bleu"] == pytest.approx(1.5) and rdrop["p_value"] == 0.02
     assert rdrop["train_command"] == "command of rdrop" and rdrop["final_train_kl_loss"] == 0.3
-    assert results["data"] == {"data_bin": "data-bin", "dictionary_entries": 12, "test_sentences": 8}
+    assert results["data"] == {
+        "data_bin": "data-bin",
+        "dictionary_entries": 12,
+        "test_sentences": 8,
+    }
     assert results["equal_updates"] and results["commands"] == ["bash experiment"]
     table = (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
     assert "| rdrop | 31.50 | 50.00 | +1.50 | 0.0200 | 20.00 (3) | 300 | 60 s | 5000 |" in table
     assert "sequential runs on the CPU: 100 s" in table
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "baseline.test2016.hyp", "baseline.train.log", "curves.png", "rdrop.test2016.hyp",
-        "rdrop.train.log", "results.json", "results.md"]
+        "baseline.test2016.hyp",
+        "baseline.train.log",
+        "curves.png",
+        "rdrop.test2016.hyp",
+        "rdrop.train.log",
+        "results.json",
+        "results.md",
+    ]
 
 
 def test_the_gpu_report_refuses_a_bootstrap_of_other_hypotheses(tmp_path):

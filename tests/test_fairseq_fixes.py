@@ -28,14 +28,16 @@ def test_each_check_sees_the_bug_in_fairseq_as_installed_and_not_after_the_fix()
 def test_last_batch_is_kept_when_not_a_multiple_of_required_size():
     sizes = np.full(13, 5)
     batches = data_utils.batch_by_size(
-        np.arange(13), lambda i: sizes[i], max_tokens=40, required_batch_size_multiple=8)
+        np.arange(13), lambda i: sizes[i], max_tokens=40, required_batch_size_multiple=8
+    )
     assert sorted(np.concatenate(batches).tolist()) == list(range(13))
     assert all(len(b) * 5 <= 40 for b in batches)
 
 
 def precision_cfg(**common):
-    flags = dict(bf16=False, fp16=False, memory_efficient_fp16=False, amp=False, cpu=True,
-                 tpu=False)
+    flags = dict(
+        bf16=False, fp16=False, memory_efficient_fp16=False, amp=False, cpu=True, tpu=False
+    )
     flags.update(common)
     return OmegaConf.create({"common": flags, "distributed_training": {"tpu": flags["tpu"]}})
 
@@ -65,9 +67,13 @@ class _FakeTrainer:
     def __init__(self, error, fp16=False):
         self.error = error
         self.criterion = SimpleNamespace(rdrop_alpha=5.0)
-        self.cfg = OmegaConf.create({
-            "optimization": {"lr": [0.25]}, "checkpoint": {"save_dir": "ckpts"},
-            "common": {"fp16": fp16, "memory_efficient_fp16": False, "amp": False}})
+        self.cfg = OmegaConf.create(
+            {
+                "optimization": {"lr": [0.25]},
+                "checkpoint": {"save_dir": "ckpts"},
+                "common": {"fp16": fp16, "memory_efficient_fp16": False, "amp": False},
+            }
+        )
 
     def get_num_updates(self):
         return 41
@@ -82,16 +88,24 @@ def nan_detector_failure():
         try:
             raise FloatingPointError("gradients are Nan/Inf")
         except FloatingPointError:
-            raise StopIteration
+            raise StopIteration  # noqa: B904 (the context is what is tested)
     except StopIteration as e:
         return e
 
 
-@pytest.mark.parametrize("error, fp16", [
-    (FloatingPointError("gradients are Nan/Inf"), False),
-    (FloatingPointError("Minimum loss scale reached (0.0001). Your loss is probably exploding."),
-     True),
-    (nan_detector_failure(), False)])
+@pytest.mark.parametrize(
+    "error, fp16",
+    [
+        (FloatingPointError("gradients are Nan/Inf"), False),
+        (
+            FloatingPointError(
+                "Minimum loss scale reached (0.0001). Your loss is probably exploding."
+            ),
+            True,
+        ),
+        (nan_detector_failure(), False),
+    ],
+)
 def test_non_finite_loss_is_one_line_naming_the_likely_causes(error, fp16):
     fake = _FakeTrainer(error, fp16)
     step = fairseq_fixes._non_finite_in_one_line(_FakeTrainer.train_step)
@@ -105,8 +119,9 @@ def test_non_finite_loss_is_one_line_naming_the_likely_causes(error, fp16):
 
 
 def test_other_floating_point_errors_keep_their_traceback():
-    fake = _FakeTrainer(FloatingPointError("Fatal error: gradients are inconsistent between "
-                                           "workers."))
+    fake = _FakeTrainer(
+        FloatingPointError("Fatal error: gradients are inconsistent between workers.")
+    )
     with pytest.raises(FloatingPointError, match="inconsistent"):
         fairseq_fixes._non_finite_in_one_line(_FakeTrainer.train_step)(fake, [])
 
@@ -144,25 +159,40 @@ def test_import_is_lazy_logged_once_and_the_fixes_can_be_turned_off(no_fixes):
     env.pop("RDROP_FAIRSEQ_NO_FIXES", None)
     if no_fixes:
         env["RDROP_FAIRSEQ_NO_FIXES"] = "1"
-    proc = subprocess.run([sys.executable, "-c", IMPORT], capture_output=True, text=True,
-                          env=env, timeout=600, cwd=tempfile.gettempdir())
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tempfile.gettempdir(),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    logged = [line for line in out.splitlines()
-              if line.startswith("rdrop_fairseq.fairseq_fixes changes to fairseq")]
+    logged = [
+        line
+        for line in out.splitlines()
+        if line.startswith("rdrop_fairseq.fairseq_fixes changes to fairseq")
+    ]
     assert "temp files at import: 0" in out and "parser parses at import: 0" in out
     assert "excepthook changed: False" in out  # a plain import: the user's program decides
     assert "again: []" in out
     assert f"batch_by_size replaced: {not no_fixes}" in out
     assert "loader installed: True" in out  # its own switch, not this one
     assert len(logged) == (0 if no_fixes else 1), out
-    assert sum(line.startswith("rdrop_fairseq.checkpoint_loading checkpoint loading: safe")
-               for line in out.splitlines()) == 1
+    assert (
+        sum(
+            line.startswith("rdrop_fairseq.checkpoint_loading checkpoint loading: safe")
+            for line in out.splitlines()
+        )
+        == 1
+    )
 
 
 @pytest.mark.slow
 def test_training_batches_stay_fairseqs_so_stock_runs_train_bit_for_bit_as_without_the_plugin(
-        data_bin, tmp_path):
+    data_bin, tmp_path
+):
     """The last-batch fix is for evaluation: with the plugin on --user-dir, the stock task and
     criterion train exactly as without it, although fairseq drops their last training batch."""
     from support import BIN, USER_DIR, run_cli
@@ -171,21 +201,57 @@ def test_training_batches_stay_fairseqs_so_stock_runs_train_bit_for_bit_as_witho
 
     batch, multiple = 45, 3
     train = data_utils.load_indexed_dataset(str(data_bin / "train.de-en.de"), None)
+
     def batches(batch_by_size):
-        return len(batch_by_size(np.arange(len(train)), lambda i: 1, max_sentences=batch,
-                                 required_batch_size_multiple=multiple))
+        return len(
+            batch_by_size(
+                np.arange(len(train)),
+                lambda i: 1,
+                max_sentences=batch,
+                required_batch_size_multiple=multiple,
+            )
+        )
 
     fairseqs = batches(data_utils.batch_by_size.__wrapped__)
     assert batches(data_utils.batch_by_size) == fairseqs + 1  # fairseq drops the last one here
     runs = {}
     for name, plugin in (("stock", []), ("plugin", ["--user-dir", USER_DIR])):
         save = tmp_path / name
-        run_cli(BIN / "fairseq-train", data_bin, *plugin, "--task", "translation",
-                "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-                "-s", "de", "-t", "en", *TINY_TRANSFORMER, "--optimizer", "adam", "--lr", "3e-3",
-                "--batch-size", str(batch), "--required-batch-size-multiple", str(multiple),
-                "--max-epoch", "1", "--seed", "3", "--num-workers", "0", "--cpu",
-                "--save-dir", save, "--no-epoch-checkpoints", "--disable-validation")
+        run_cli(
+            BIN / "fairseq-train",
+            data_bin,
+            *plugin,
+            "--task",
+            "translation",
+            "--criterion",
+            "label_smoothed_cross_entropy",
+            "--label-smoothing",
+            "0.1",
+            "-s",
+            "de",
+            "-t",
+            "en",
+            *TINY_TRANSFORMER,
+            "--optimizer",
+            "adam",
+            "--lr",
+            "3e-3",
+            "--batch-size",
+            str(batch),
+            "--required-batch-size-multiple",
+            str(multiple),
+            "--max-epoch",
+            "1",
+            "--seed",
+            "3",
+            "--num-workers",
+            "0",
+            "--cpu",
+            "--save-dir",
+            save,
+            "--no-epoch-checkpoints",
+            "--disable-validation",
+        )
         runs[name] = last_state(save)
     stock, plugin = runs["stock"], runs["plugin"]
     assert stock["optimizer_history"][-1]["num_updates"] == fairseqs

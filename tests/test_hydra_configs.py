@@ -22,13 +22,15 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, as --user-dir does)
-
 from support import BIN, ROOT, USER_DIR, run_cli
 from support.tiny_model import TINY_TRANSFORMER
 
 CONFIG_DIR = ROOT / "examples" / "translation" / "config"
-RECIPES = {"iwslt14": "train-iwslt14.sh", "wmt14en2de": "train-wmt14en2de.sh",
-           "multi30k": "train-multi30k.sh"}
+RECIPES = {
+    "iwslt14": "train-iwslt14.sh",
+    "wmt14en2de": "train-wmt14en2de.sh",
+    "multi30k": "train-multi30k.sh",
+}
 #: The yaml files hold the GPU setup, where the recipes pass --fp16 instead of --cpu.
 GPU_FLAGS = {"--cpu": "--fp16"}
 
@@ -39,15 +41,21 @@ def recipe_options(recipe, data, save, tmp_path):
     fairseq-train only prints its arguments."""
     stub = tmp_path / "stub-bin"
     stub.mkdir(exist_ok=True)
-    scripts = {"python": f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n',
-               "fairseq-train": '#!/bin/sh\nfor a in "$@"; do printf "%s\\0" "$a"; done\n',
-               "rdrop-text-pipeline": "#!/bin/sh\nexit 1\n"}  # only looked for
+    scripts = {
+        "python": f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n',
+        "fairseq-train": '#!/bin/sh\nfor a in "$@"; do printf "%s\\0" "$a"; done\n',
+        "rdrop-text-pipeline": "#!/bin/sh\nexit 1\n",
+    }  # only looked for
     for name, text in scripts.items():
         (stub / name).write_text(text)
         (stub / name).chmod(0o755)
     env = dict(os.environ, PYTHON=str(stub / "python"))
-    proc = subprocess.run(["bash", str(ROOT / "examples" / "translation" / recipe), str(data),
-                           str(save)], capture_output=True, env=env, timeout=120)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "examples" / "translation" / recipe), str(data), str(save)],
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     return [GPU_FLAGS.get(arg, arg) for arg in proc.stdout.decode().split("\0")[:-1]]
 
@@ -57,8 +65,9 @@ def train_config(args):
     Namespace fairseq-train builds its (legacy, --arch) model from."""
     GlobalHydra.instance().clear()
     parsed = options.parse_args_and_arch(options.get_training_parser(), args)
-    return OmegaConf.to_container(convert_namespace_to_omegaconf(parsed), resolve=True,
-                                  enum_to_str=True)
+    return OmegaConf.to_container(
+        convert_namespace_to_omegaconf(parsed), resolve=True, enum_to_str=True
+    )
 
 
 def hydra_config(name, overrides):
@@ -87,8 +96,9 @@ def test_yaml_resolves_to_the_recipe_config(name, tmp_path):
     data.mkdir()
     (data / ".complete").touch()
     expected = train_config(recipe_options(RECIPES[name], data, save, tmp_path))
-    got = hydra_config(name, [f"task.data={data}", f"checkpoint.save_dir={save}",
-                              f"common.user_dir={USER_DIR}"])
+    got = hydra_config(
+        name, [f"task.data={data}", f"checkpoint.save_dir={save}", f"common.user_dir={USER_DIR}"]
+    )
     assert expected["common"]["fp16"] and expected["common"]["user_dir"] == USER_DIR
     assert set(got) == set(expected)
     for group in sorted(set(expected) - {"model"}):
@@ -113,7 +123,8 @@ def write_tiny_corpus(folder, seed=0):
         lines = [[rng.choice(words) for _ in range(rng.randint(3, 8))] for _ in range(n)]
         (folder / f"{split}.de").write_text("".join(" ".join(s) + "\n" for s in lines))
         (folder / f"{split}.en").write_text(
-            "".join(" ".join(w.upper() for w in s) + "\n" for s in lines))
+            "".join(" ".join(w.upper() for w in s) + "\n" for s in lines)
+        )
 
 
 def model_overrides(flags):
@@ -134,15 +145,41 @@ def test_hydra_train_runs_a_few_updates_with_the_plugin(tmp_path):
     text, data, save = tmp_path / "text", tmp_path / "data-bin", tmp_path / "save"
     text.mkdir()
     write_tiny_corpus(text)
-    run_cli(BIN / "fairseq-preprocess", "--source-lang", "de", "--target-lang", "en",
-            "--trainpref", text / "train", "--validpref", text / "valid", "--joined-dictionary",
-            "--destdir", data, "--workers", "1", timeout=120)
+    run_cli(
+        BIN / "fairseq-preprocess",
+        "--source-lang",
+        "de",
+        "--target-lang",
+        "en",
+        "--trainpref",
+        text / "train",
+        "--validpref",
+        text / "valid",
+        "--joined-dictionary",
+        "--destdir",
+        data,
+        "--workers",
+        "1",
+        timeout=120,
+    )
     tiny = model_overrides(TINY_TRANSFORMER)
     proc = run_cli(
-        BIN / "fairseq-hydra-train", "--config-dir", CONFIG_DIR, "--config-name", "multi30k",
-        f"task.data={data}", f"checkpoint.save_dir={save}", f"common.user_dir={USER_DIR}",
-        "common.fp16=false", "common.cpu=true", "optimization.max_update=4",
-        "dataset.max_tokens=256", "criterion.rdrop_cutoff=0.05", *tiny, timeout=120)
+        BIN / "fairseq-hydra-train",
+        "--config-dir",
+        CONFIG_DIR,
+        "--config-name",
+        "multi30k",
+        f"task.data={data}",
+        f"checkpoint.save_dir={save}",
+        f"common.user_dir={USER_DIR}",
+        "common.fp16=false",
+        "common.cpu=true",
+        "optimization.max_update=4",
+        "dataset.max_tokens=256",
+        "criterion.rdrop_cutoff=0.05",
+        *tiny,
+        timeout=120,
+    )
     log = (save / "train.log").read_text()
     assert "rdrop_translation" in log and "label_smoothed_cross_entropy_rdrop" in log
     assert '"train_kl_loss"' in log, proc.stderr[-3000:]  # the R-Drop term was trained
@@ -154,10 +191,19 @@ def test_hydra_train_reports_a_mistake_in_one_line(tmp_path):
     """Hydra prints a job's exception as a traceback; the plugin's mistakes end in one line."""
     missing = tmp_path / "no-such-data"
     proc = run_cli(
-        BIN / "fairseq-hydra-train", "--config-dir", CONFIG_DIR, "--config-name", "multi30k",
-        f"task.data={missing}", f"checkpoint.save_dir={tmp_path / 'save'}",
-        f"common.user_dir={USER_DIR}", "common.fp16=false", "common.cpu=true", check=False,
-        timeout=120)
+        BIN / "fairseq-hydra-train",
+        "--config-dir",
+        CONFIG_DIR,
+        "--config-name",
+        "multi30k",
+        f"task.data={missing}",
+        f"checkpoint.save_dir={tmp_path / 'save'}",
+        f"common.user_dir={USER_DIR}",
+        "common.fp16=false",
+        "common.cpu=true",
+        check=False,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == f"error: data directory {missing} does not exist"
     assert "Traceback" not in proc.stderr

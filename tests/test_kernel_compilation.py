@@ -23,8 +23,9 @@ def test_both_kernels_compile_without_spills_for_every_target_dtype_and_vocabula
     cache, in a process without TRITON_INTERPRET (conftest.py sets it without a GPU)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path)  # compile, do not reuse
-    result = subprocess.run([sys.executable, SCRIPT], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     kernels = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     # 7 targets x (fp16, bf16, fp32) less bf16 on sm_75, x 3 vocabularies x 2 kernels

@@ -30,8 +30,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:Runtim
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ROUNDING = FP32_ROUNDING * (2 if DEVICE == "cuda" else 1)  # the GPU's exp: test_cuda_loss.py
 
-DRIVER_TOO_OLD = RuntimeError("Triton Error [CUDA]: the provided PTX was compiled with an "
-                              "unsupported toolchain.")
+DRIVER_TOO_OLD = RuntimeError(
+    "Triton Error [CUDA]: the provided PTX was compiled with an unsupported toolchain."
+)
 KERNELS = {"forward": "_rdrop_forward_kernel", "backward": "_rdrop_backward_kernel"}
 
 
@@ -72,8 +73,11 @@ def loss_and_grad(loss_fn, logits, target, keep):
 
 
 def messages(caplog, level):
-    return [r.getMessage() for r in caplog.records
-            if r.name == "rdrop_fairseq.backend" and r.levelno == level]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "rdrop_fairseq.backend" and r.levelno == level
+    ]
 
 
 def test_auto_off_cuda_trains_with_pytorch_and_says_so_once(caplog, monkeypatch):
@@ -98,10 +102,13 @@ def test_auto_trains_with_the_kernel_where_it_runs(caplog, pretend_cuda):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("stage,error", [
-    ("forward", DRIVER_TOO_OLD),
-    ("backward", PermissionError(13, "Permission denied", "/home/u/.triton/cache/x.json")),
-])
+@pytest.mark.parametrize(
+    "stage,error",
+    [
+        ("forward", DRIVER_TOO_OLD),
+        ("backward", PermissionError(13, "Permission denied", "/home/u/.triton/cache/x.json")),
+    ],
+)
 def test_auto_falls_back_to_pytorch_once_when_the_kernel_cannot_run(
     caplog, monkeypatch, pretend_cuda, stage, error
 ):
@@ -136,8 +143,9 @@ def test_triton_asked_for_but_failing_is_one_error_line(monkeypatch, pretend_cud
     with pytest.raises(UsageError) as raised:
         loss_and_grad(LossBackend("triton"), *batch())
     message = str(raised.value)
-    assert message.startswith(f"--rdrop-backend triton: the kernel fails on {DEVICE}: "
-                              "RuntimeError: Triton Error [CUDA]")
+    assert message.startswith(
+        f"--rdrop-backend triton: the kernel fails on {DEVICE}: RuntimeError: Triton Error [CUDA]"
+    )
     assert "--rdrop-backend torch" in message.split(";")[-1] and "\n" not in message
 
 

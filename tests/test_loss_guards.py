@@ -11,7 +11,6 @@ from fairseq.modules.fairseq_dropout import FairseqDropout
 from rdrop_fairseq.criterion import MAX_ALPHA, outputs_log_softmax_of_logits
 from rdrop_fairseq.errors import UsageError
 from rdrop_fairseq.sample import duplicate_sample
-
 from support import BIN, USER_DIR, run_cli
 from support.loss_reference import criterion_reference
 from support.tiny_model import TINY_ADAPTIVE_SOFTMAX, build, random_sample, train_args
@@ -19,15 +18,18 @@ from support.tiny_model import TINY_ADAPTIVE_SOFTMAX, build, random_sample, trai
 EPS = 0.1
 
 
-@pytest.mark.parametrize("alpha,message", [
-    ("nan", "must be a finite number >= 0, got nan"),
-    ("inf", "must be a finite number >= 0, got inf"),
-    ("-1", "must be a finite number >= 0, got -1.0"),
-    ("1e300", "--rdrop-alpha 1e+300 is too large: above 1000"),
-    ("1e30", "--rdrop-alpha 1e+30 is too large"),
-    ("1e9", "--rdrop-alpha 1e+09 is too large"),
-    ("1000.5", "--rdrop-alpha 1000.5 is too large"),
-])
+@pytest.mark.parametrize(
+    "alpha,message",
+    [
+        ("nan", "must be a finite number >= 0, got nan"),
+        ("inf", "must be a finite number >= 0, got inf"),
+        ("-1", "must be a finite number >= 0, got -1.0"),
+        ("1e300", "--rdrop-alpha 1e+300 is too large: above 1000"),
+        ("1e30", "--rdrop-alpha 1e+30 is too large"),
+        ("1e9", "--rdrop-alpha 1e+09 is too large"),
+        ("1000.5", "--rdrop-alpha 1000.5 is too large"),
+    ],
+)
 def test_alpha_that_cannot_train_is_refused_when_the_criterion_is_built(tmp_path, alpha, message):
     with pytest.raises(UsageError, match=message.replace("+", r"\+")):
         build(tmp_path, extra=["--rdrop-alpha", alpha])
@@ -46,14 +48,35 @@ def test_alpha_up_to_the_bound_trains_with_a_finite_loss_and_gradient(tmp_path, 
 @pytest.mark.slow
 def test_too_large_alpha_on_the_command_line_is_one_error_line_and_writes_nothing(tmp_path):
     save_dir = tmp_path / "checkpoints"
-    proc = run_cli(BIN / "fairseq-train", *train_args(tmp_path, extra=[
-        "--user-dir", USER_DIR, "--rdrop-alpha", "1e30", "--save-dir", save_dir,
-        "--max-epoch", "1", "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "100"]),
-        check=False, timeout=300)
+    proc = run_cli(
+        BIN / "fairseq-train",
+        *train_args(
+            tmp_path,
+            extra=[
+                "--user-dir",
+                USER_DIR,
+                "--rdrop-alpha",
+                "1e30",
+                "--save-dir",
+                save_dir,
+                "--max-epoch",
+                "1",
+                "--optimizer",
+                "adam",
+                "--lr",
+                "1e-3",
+                "--max-tokens",
+                "100",
+            ],
+        ),
+        check=False,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: --rdrop-alpha 1e+30 is too large: above 1000 the KL term outweighs the NLL more "
-        "than a thousandfold and training no longer learns the targets (usual values: 0.1 to 10)")
+        "than a thousandfold and training no longer learns the targets (usual values: 0.1 to 10)"
+    )
     assert "Traceback" not in proc.stderr
     assert not save_dir.exists() or not any(save_dir.iterdir())
 
@@ -76,8 +99,11 @@ def adaptive_softmax_model(tmp_path, request, monkeypatch):
     masks = torch.Generator()
     monkeypatch.setattr(FairseqDropout, "forward", seeded_dropout(masks))
     mode = getattr(request, "param", "rdrop")
-    _, task, model, crit = build(tmp_path, architecture=TINY_ADAPTIVE_SOFTMAX, extra=[
-        "--rdrop-alpha", "3", "--rdrop-loss", mode, "--ignore-prefix-size", "1"])
+    _, task, model, crit = build(
+        tmp_path,
+        architecture=TINY_ADAPTIVE_SOFTMAX,
+        extra=["--rdrop-alpha", "3", "--rdrop-loss", mode, "--ignore-prefix-size", "1"],
+    )
     assert model.decoder.adaptive_softmax is not None and not outputs_log_softmax_of_logits(model)
     sample = random_sample(task.target_dictionary, bsz=3, tgt_len=7, src_len=6)
     model.train()
@@ -123,11 +149,17 @@ def test_adaptive_softmax_gradient_is_the_derivative_of_the_reference(adaptive_s
     loss, _, _ = crit(model, sample)
     loss.backward()
     g = torch.Generator().manual_seed(1)
-    direction = {name: torch.randn(p.shape, generator=g, dtype=torch.float64)
-                 for name, p in model.named_parameters() if "adaptive_softmax" in name}
+    direction = {
+        name: torch.randn(p.shape, generator=g, dtype=torch.float64)
+        for name, p in model.named_parameters()
+        if "adaptive_softmax" in name
+    }
     assert len(direction) > 2  # the head and the tails
-    slope = sum((p.grad * direction[name]).sum() for name, p in model.named_parameters()
-                if name in direction)
+    slope = sum(
+        (p.grad * direction[name]).sum()
+        for name, p in model.named_parameters()
+        if name in direction
+    )
     step, values = 1e-6, []
     for sign in (1, -1):
         shifted = copy.deepcopy(model)

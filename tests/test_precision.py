@@ -113,12 +113,22 @@ class FixedLogits(torch.nn.Module):
 
 
 def tiny_sample(d, bsz=2, tgt_len=4):
-    tgt = torch.randint(d.nspecial + 3, len(d), (bsz, tgt_len), generator=torch.Generator().manual_seed(1))
+    tgt = torch.randint(
+        d.nspecial + 3, len(d), (bsz, tgt_len), generator=torch.Generator().manual_seed(1)
+    )
     tgt[:, -1] = d.eos()
     prev = torch.cat([torch.full((bsz, 1), d.eos()), tgt[:, :-1]], 1)
-    return {"id": torch.arange(bsz), "nsentences": bsz, "ntokens": tgt.numel(), "target": tgt,
-            "net_input": {"src_tokens": tgt.clone(), "src_lengths": torch.full((bsz,), tgt_len),
-                          "prev_output_tokens": prev}}
+    return {
+        "id": torch.arange(bsz),
+        "nsentences": bsz,
+        "ntokens": tgt.numel(),
+        "target": tgt,
+        "net_input": {
+            "src_tokens": tgt.clone(),
+            "src_lengths": torch.full((bsz,), tgt_len),
+            "prev_output_tokens": prev,
+        },
+    }
 
 
 def test_criterion_kl_is_finite_with_masked_and_extreme_logits():
@@ -160,9 +170,16 @@ def collate(d, pairs):
 EDGES = {
     "one sentence": ([], [([4, 5, 6], [7, 8])]),
     "at --max-target-positions": (
-        ["--max-source-positions", "12", "--max-target-positions", "12",
-         "--encoder-learned-pos", "--decoder-learned-pos"],
-        [(list(range(4, 15)), list(range(5, 16))), ([4, 5], [6])]),
+        [
+            "--max-source-positions",
+            "12",
+            "--max-target-positions",
+            "12",
+            "--encoder-learned-pos",
+            "--decoder-learned-pos",
+        ],
+        [(list(range(4, 15)), list(range(5, 16))), ([4, 5], [6])],
+    ),
     "target of only EOS": ([], [([4, 5, 6], []), ([7], [])]),
     "--ignore-prefix-size 1": (["--ignore-prefix-size", "1"], [([4, 5], [6, 7, 8]), ([9], [10])]),
     "--ignore-prefix-size 1, only EOS": (["--ignore-prefix-size", "1"], [([4, 5], [])]),
@@ -184,15 +201,30 @@ def test_edge_batches_train_with_finite_loss(case, tmp_path):
     expected = len(pairs) if "--sentence-avg" in extra else sample["ntokens"]
     assert sample_size == expected and log["nsentences"] == len(pairs)
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
-    if case == "--ignore-prefix-size 1, only EOS":  # nothing left after the prefix: no loss, no gradient
+    if (
+        case == "--ignore-prefix-size 1, only EOS"
+    ):  # nothing left after the prefix: no loss, no gradient
         assert loss.item() == 0 and float(log["kl_loss"]) == 0
 
 
 def test_edge_flags_through_fairseq_train(data_bin, tmp_path):
-    log = fairseq_train(*train_args(
-        data_bin, tmp_path, 3, "--batch-size", "1", "--sentence-avg", "--ignore-prefix-size", "1",
-        "--max-source-positions", "16", "--max-target-positions", "16",
-        "--skip-invalid-size-inputs-valid-test"))
+    log = fairseq_train(
+        *train_args(
+            data_bin,
+            tmp_path,
+            3,
+            "--batch-size",
+            "1",
+            "--sentence-avg",
+            "--ignore-prefix-size",
+            "1",
+            "--max-source-positions",
+            "16",
+            "--max-target-positions",
+            "16",
+            "--skip-invalid-size-inputs-valid-test",
+        )
+    )
     assert finite_curve(log) and len(curve(log)) == 3
     assert re.search(r"train_inner .* bsz=1,", log)
     assert re.search(r"samples have invalid sizes and will be skipped", log)  # longer than 16

@@ -35,8 +35,11 @@ def tensors_equal(a, b):
     if torch.is_tensor(a):
         return torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b)
     if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(
-            tensors_equal(a[k], b[k]) for k in a)
+        return (
+            isinstance(b, dict)
+            and a.keys() == b.keys()
+            and all(tensors_equal(a[k], b[k]) for k in a)
+        )
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(tensors_equal(x, y) for x, y in zip(a, b))
     return a == b
@@ -48,8 +51,10 @@ def assert_same_state(expected_dir, got_dir, updates):
     for name, tensor in expected["model"].items():
         assert torch.equal(tensor, got["model"][name]), name
     assert tensors_equal(expected["last_optimizer_state"], got["last_optimizer_state"])
-    assert (expected["optimizer_history"][-1]["lr_scheduler_state"]
-            == got["optimizer_history"][-1]["lr_scheduler_state"])
+    assert (
+        expected["optimizer_history"][-1]["lr_scheduler_state"]
+        == got["optimizer_history"][-1]["lr_scheduler_state"]
+    )
 
 
 RESUME = dict(max_update=16, extra=("--save-interval-updates", "4"))
@@ -59,17 +64,24 @@ RESUME = dict(max_update=16, extra=("--save-interval-updates", "4"))
 def baseline(data_bin, tmp_path_factory):
     """An uninterrupted 16-update run (13 batches an epoch, so it ends in epoch 2)."""
     save = tmp_path_factory.mktemp("baseline")
-    proc = run_cli(BIN / "fairseq-train", *train_args(data_bin, save, RESUME["max_update"],
-                                                      *RESUME["extra"]), env=ONE_THREAD)
+    proc = run_cli(
+        BIN / "fairseq-train",
+        *train_args(data_bin, save, RESUME["max_update"], *RESUME["extra"]),
+        env=ONE_THREAD,
+    )
     return save, output(proc)
 
 
 def test_resume_after_sigkill_mid_epoch_is_bit_exact(baseline, data_bin, tmp_path):
     base_dir, base_log = baseline
     args = [str(a) for a in train_args(data_bin, tmp_path, RESUME["max_update"], *RESUME["extra"])]
-    proc = subprocess.Popen([str(BIN / "fairseq-train"), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, **ONE_THREAD))
+    proc = subprocess.Popen(
+        [str(BIN / "fairseq-train"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, **ONE_THREAD),
+    )
     watchdog = threading.Timer(300, proc.kill)
     watchdog.start()
     killed_log, saved = [], False
@@ -95,8 +107,9 @@ def test_resume_after_sigkill_mid_epoch_is_bit_exact(baseline, data_bin, tmp_pat
     assert saved_at in (4, 8, 12) and itr["epoch"] == 1 and itr["iterations_in_epoch"] == saved_at
 
     resumed = output(run_cli(BIN / "fairseq-train", *args, env=ONE_THREAD))
-    assert re.search(rf"Loaded checkpoint \S*checkpoint_last\.pt \(epoch 1 @ {saved_at} updates\)",
-                     resumed)
+    assert re.search(
+        rf"Loaded checkpoint \S*checkpoint_last\.pt \(epoch 1 @ {saved_at} updates\)", resumed
+    )
 
     base, killed, after = curve(base_log), curve(killed_log), curve(resumed)
     assert sorted(base) == list(range(1, 17)) and base[16][0] == 2  # crossed an epoch boundary
@@ -108,8 +121,13 @@ def test_resume_after_sigkill_mid_epoch_is_bit_exact(baseline, data_bin, tmp_pat
 
 def test_same_seed_gives_the_same_loss_curve_twice(baseline, data_bin, tmp_path):
     base_dir, base_log = baseline
-    again = output(run_cli(BIN / "fairseq-train", *train_args(
-        data_bin, tmp_path, RESUME["max_update"], *RESUME["extra"]), env=ONE_THREAD))
+    again = output(
+        run_cli(
+            BIN / "fairseq-train",
+            *train_args(data_bin, tmp_path, RESUME["max_update"], *RESUME["extra"]),
+            env=ONE_THREAD,
+        )
+    )
     assert curve(again) == curve(base_log) and len(curve(again)) == 16
     first, second = last_state(base_dir)["model"], last_state(tmp_path)["model"]
     assert all(torch.equal(first[k], second[k]) for k in first)
@@ -118,16 +136,28 @@ def test_same_seed_gives_the_same_loss_curve_twice(baseline, data_bin, tmp_path)
 def test_two_process_run_resumes_as_if_never_stopped(data_bin, tmp_path):
     """2 processes (gloo, CPU), dropout 0: 8 updates in one go, and 4 + 4 from checkpoint_last.pt
     (rank 0 loads it and broadcasts the state, config included, to rank 1)."""
+
     def train(save, updates):
-        return output(run_cli(BIN / "rdrop-train-distributed", "--nproc", "2", "--", *train_args(
-            data_bin, save, updates, "--dropout", "0", "--disable-validation"), env=ONE_THREAD,
-            timeout=600))
+        return output(
+            run_cli(
+                BIN / "rdrop-train-distributed",
+                "--nproc",
+                "2",
+                "--",
+                *train_args(data_bin, save, updates, "--dropout", "0", "--disable-validation"),
+                env=ONE_THREAD,
+                timeout=600,
+            )
+        )
 
     whole = train(tmp_path / "whole", 8)
     first = train(tmp_path / "stopped", 4)
     second = train(tmp_path / "stopped", 8)
-    assert re.search(r"\[rank 0\] .*Loaded checkpoint \S*checkpoint_last\.pt "
-                     r"\(epoch 1 @ 4 updates\)", second), second[-3000:]
+    assert re.search(
+        r"\[rank 0\] .*Loaded checkpoint \S*checkpoint_last\.pt "
+        r"\(epoch 1 @ 4 updates\)",
+        second,
+    ), second[-3000:]
     assert "Unsupported global" not in second
     base, before, after = curve(whole), curve(first), curve(second)
     assert sorted(base) == list(range(1, 9)) and base[8][0] == 2  # crossed an epoch boundary

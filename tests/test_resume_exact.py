@@ -30,19 +30,33 @@ def train(data, save, updates, *extra, processes=1):
     args = train_args(data, save, updates, *NO_DROPOUT, *extra)
     if processes == 1:
         return output(run_cli(BIN / "fairseq-train", *args, env=ONE_THREAD))
-    return output(run_cli(BIN / "rdrop-train-distributed", "--nproc", str(processes), "--",
-                          *args, env=ONE_THREAD, timeout=600))
+    return output(
+        run_cli(
+            BIN / "rdrop-train-distributed",
+            "--nproc",
+            str(processes),
+            "--",
+            *args,
+            env=ONE_THREAD,
+            timeout=600,
+        )
+    )
 
 
 def assert_identical(expected_dir, got_dir, updates):
     expected, got = last_state(expected_dir), last_state(got_dir)
     assert got["optimizer_history"][-1]["num_updates"] == updates
     assert expected["model"].keys() == got["model"].keys()
-    different = [name for name, tensor in expected["model"].items()
-                 if not torch.equal(tensor, got["model"][name])]
+    different = [
+        name
+        for name, tensor in expected["model"].items()
+        if not torch.equal(tensor, got["model"][name])
+    ]
     assert not different, f"{len(different)} parameters differ, e.g. {different[0]}"
-    for a, b in zip(expected["last_optimizer_state"]["state"].values(),
-                    got["last_optimizer_state"]["state"].values()):
+    for a, b in zip(
+        expected["last_optimizer_state"]["state"].values(),
+        got["last_optimizer_state"]["state"].values(),
+    ):
         assert all(torch.equal(a[k], b[k]) for k in a if torch.is_tensor(a[k]))
 
 
@@ -61,19 +75,27 @@ def uninterrupted(data_bin, tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("stop, end, update_freq, resumed_epoch", [
-    (5, 30, 1, 1),  # inside epoch 1
-    (13, 30, 1, 2),  # at the end of epoch 1 (13 batches an epoch)
-    (29, 30, 1, 3),  # inside epoch 3
-    (9, 12, 2, 2),  # --update-freq 2: 7 updates an epoch, stopped inside epoch 2
-], ids=["inside-epoch-1", "end-of-epoch-1", "inside-epoch-3", "update-freq-2"])
+@pytest.mark.parametrize(
+    "stop, end, update_freq, resumed_epoch",
+    [
+        (5, 30, 1, 1),  # inside epoch 1
+        (13, 30, 1, 2),  # at the end of epoch 1 (13 batches an epoch)
+        (29, 30, 1, 3),  # inside epoch 3
+        (9, 12, 2, 2),  # --update-freq 2: 7 updates an epoch, stopped inside epoch 2
+    ],
+    ids=["inside-epoch-1", "end-of-epoch-1", "inside-epoch-3", "update-freq-2"],
+)
 def test_resumed_run_ends_bit_identical_to_the_uninterrupted_one(
-        uninterrupted, data_bin, tmp_path, stop, end, update_freq, resumed_epoch):
+    uninterrupted, data_bin, tmp_path, stop, end, update_freq, resumed_epoch
+):
     expected = uninterrupted(update_freq, end)
     train(data_bin, tmp_path, stop, "--update-freq", str(update_freq))
     log = train(data_bin, tmp_path, end, "--update-freq", str(update_freq))
-    assert re.search(rf"Loaded checkpoint \S*checkpoint_last\.pt \(epoch {resumed_epoch} @ "
-                     rf"{stop} updates\)", log), log[-3000:]
+    assert re.search(
+        rf"Loaded checkpoint \S*checkpoint_last\.pt \(epoch {resumed_epoch} @ "
+        rf"{stop} updates\)",
+        log,
+    ), log[-3000:]
     assert_identical(expected, tmp_path, end)
     assert (RESUMED_LINE in log) == (resumed_epoch > 1)
 
@@ -83,15 +105,22 @@ def test_two_processes_resumed_inside_epoch_2_end_bit_identical(data_bin, tmp_pa
     train(data_bin, tmp_path / "whole", 12, "--disable-validation", processes=2)
     train(data_bin, tmp_path / "stopped", 9, "--disable-validation", processes=2)
     log = train(data_bin, tmp_path / "stopped", 12, "--disable-validation", processes=2)
-    assert re.search(r"\[rank 0\] .*Loaded checkpoint \S*checkpoint_last\.pt "
-                     r"\(epoch 2 @ 9 updates\)", log), log[-3000:]
+    assert re.search(
+        r"\[rank 0\] .*Loaded checkpoint \S*checkpoint_last\.pt "
+        r"\(epoch 2 @ 9 updates\)",
+        log,
+    ), log[-3000:]
     assert_identical(tmp_path / "whole", tmp_path / "stopped", 12)
 
 
 def _batches(folder, get_train_iterator, epoch):
     cfg, task, model, criterion = build(folder, extra=["--max-tokens", "2000", "--seed", "3"])
-    return [b.tolist() for b in get_train_iterator(
-        trainer.Trainer(cfg, task, model, criterion), epoch=epoch).frozen_batches]
+    return [
+        b.tolist()
+        for b in get_train_iterator(
+            trainer.Trainer(cfg, task, model, criterion), epoch=epoch
+        ).frozen_batches
+    ]
 
 
 def test_the_iterator_made_in_a_later_epoch_has_the_batches_of_epoch_1(data_bin):
@@ -100,5 +129,6 @@ def test_the_iterator_made_in_a_later_epoch_has_the_batches_of_epoch_1(data_bin)
     stock = trainer.Trainer.get_train_iterator.__wrapped__
     assert _batches(data_bin, stock, 2) != _batches(data_bin, stock, 1)
     fixed = resume.keep_first_epoch_batches(stock)
-    assert _batches(data_bin, fixed, 3) == _batches(data_bin, fixed, 2) == _batches(
-        data_bin, stock, 1)
+    assert (
+        _batches(data_bin, fixed, 3) == _batches(data_bin, fixed, 2) == _batches(data_bin, stock, 1)
+    )

@@ -6,7 +6,12 @@ from rdrop_tools import text_pipeline
 from rdrop_tools.text_files import read_lines
 from support import BIN, run_cli, shared
 
-TEST_SETS = ["IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010", "IWSLT14.TED.tst2011"]
+TEST_SETS = [
+    "IWSLT14.TED.dev2010",
+    "IWSLT14.TEDX.dev2012",
+    "IWSLT14.TED.tst2010",
+    "IWSLT14.TED.tst2011",
+]
 
 
 def run(*args):
@@ -49,7 +54,9 @@ def test_extract_tags_and_xml():
     assert list(text_pipeline.extract_tags(tags)) == ["A title", "About it", "Plain text"]
     xml = ['<doc docid="1">', '<seg id="1"> It\u2019s R&amp;D. </seg>', "</doc>"]
     assert list(text_pipeline.extract_xml(xml)) == ["It's R&amp;D."]
-    assert list(text_pipeline.extract_xml(xml, straight_apostrophes=False)) == ["It\u2019s R&amp;D."]
+    assert list(text_pipeline.extract_xml(xml, straight_apostrophes=False)) == [
+        "It\u2019s R&amp;D."
+    ]
 
 
 def test_clean_and_split():
@@ -70,13 +77,42 @@ def test_clean_and_split():
 
 @pytest.mark.slow
 def test_cli_clean_split(tmp_path):
-    (tmp_path / "c.de").write_text("".join(f"w{i} x\n" for i in range(46)) + "a\n", encoding="utf-8")
-    (tmp_path / "c.en").write_text("".join(f"v{i} y\n" for i in range(46)) + "a b c\n", encoding="utf-8")
-    assert run("clean", "--ratio", "1.5", "--min-len", "1", "--max-len", "175",
-               tmp_path / "c", "de", "en", tmp_path / "k").returncode == 0
+    (tmp_path / "c.de").write_text(
+        "".join(f"w{i} x\n" for i in range(46)) + "a\n", encoding="utf-8"
+    )
+    (tmp_path / "c.en").write_text(
+        "".join(f"v{i} y\n" for i in range(46)) + "a b c\n", encoding="utf-8"
+    )
+    assert (
+        run(
+            "clean",
+            "--ratio",
+            "1.5",
+            "--min-len",
+            "1",
+            "--max-len",
+            "175",
+            tmp_path / "c",
+            "de",
+            "en",
+            tmp_path / "k",
+        ).returncode
+        == 0
+    )
     assert len((tmp_path / "k.en").read_text().splitlines()) == 46
-    assert run("split", "--every", "23", tmp_path / "k", "de", "en",
-               tmp_path / "train", tmp_path / "valid").returncode == 0
+    assert (
+        run(
+            "split",
+            "--every",
+            "23",
+            tmp_path / "k",
+            "de",
+            "en",
+            tmp_path / "train",
+            tmp_path / "valid",
+        ).returncode
+        == 0
+    )
     assert (tmp_path / "valid.de").read_text() == "w22 x\nw45 x\n"
     assert len((tmp_path / "train.en").read_text().splitlines()) == 44
 
@@ -85,7 +121,12 @@ def test_cli_clean_split(tmp_path):
 def test_parallel_workers_keep_order(tmp_path):
     lines = [f"Line {i}: it's the U.S. (number {i})." for i in range(3000)]
     (tmp_path / "in").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    assert run("tokenize", "--lang", "en", "--workers", "2", tmp_path / "in", tmp_path / "out").returncode == 0
+    assert (
+        run(
+            "tokenize", "--lang", "en", "--workers", "2", tmp_path / "in", tmp_path / "out"
+        ).returncode
+        == 0
+    )
     expected = list(text_pipeline.tokenize_lines(lines, lang="en"))
     assert (tmp_path / "out").read_text(encoding="utf-8").splitlines() == expected
 
@@ -97,7 +138,9 @@ def test_invalid_utf8_names_file_and_line(tmp_path, workers):
     bad.write_bytes(b"fine\n" * 600 + b"caf\xe9\n")
     result = run("tokenize", "--lang", "en", "--workers", workers, bad, tmp_path / "out")
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"error: {bad}: line 601 is not valid UTF-8 (invalid continuation byte)"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: {bad}: line 601 is not valid UTF-8 (invalid continuation byte)"
+    ]
     assert list(tmp_path.iterdir()) == [bad]
 
 
@@ -113,9 +156,12 @@ def test_missing_file(tmp_path):
 def test_mismatched_line_counts(tmp_path):
     (tmp_path / "c.de").write_text("a\nb\nc\n", encoding="utf-8")
     (tmp_path / "c.en").write_text("a\nb\n", encoding="utf-8")
-    result = run("clean", "--min-len", "1", "--max-len", "5", tmp_path / "c", "de", "en", tmp_path / "k")
+    result = run(
+        "clean", "--min-len", "1", "--max-len", "5", tmp_path / "c", "de", "en", tmp_path / "k"
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"error: parallel files have different line counts ({tmp_path / 'c.de'}: 3, {tmp_path / 'c.en'}: 2)"
+        "error: parallel files have different line counts "
+        f"({tmp_path / 'c.de'}: 3, {tmp_path / 'c.en'}: 2)"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.de", "c.en"]

@@ -13,7 +13,6 @@ from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_l
 
 from rdrop_fairseq import torch_loss
 from rdrop_fairseq.loss import Coefficients, training_loss
-
 from support.loss_reference import (
     HostSyncs,
     assert_gradient_close,
@@ -47,7 +46,8 @@ def test_the_reference_is_fairseqs_label_smoothed_nll_and_kl_div(mode):
     lp, lq = F.log_softmax(logits.detach(), -1).chunk(2)
     scored = [lp] if mode == "simcut" else [lp, lq]
     smoothed, nll = label_smoothed_nll_loss(
-        torch.cat([x[keep] for x in scored]), target[keep].repeat(len(scored)), EPS)
+        torch.cat([x[keep] for x in scored]), target[keep].repeat(len(scored)), EPS
+    )
     kl_pq = F.kl_div(lq[keep], lp[keep], reduction="sum", log_target=True)
     kl_qp = F.kl_div(lp[keep], lq[keep], reduction="sum", log_target=True)
     kl = kl_pq if mode == "simcut" else 0.5 * (kl_pq + kl_qp)
@@ -57,8 +57,9 @@ def test_the_reference_is_fairseqs_label_smoothed_nll_and_kl_div(mode):
 
 
 @pytest.mark.parametrize("pairs,chunk", [(1, 4), (4, 4), (5, 4), (9, 4), (37, 32), (70, 32)])
-@pytest.mark.parametrize("alpha,mode", [(0.0, "rdrop"), (5.0, "rdrop"), (0.0, "simcut"),
-                                        (3.0, "simcut")])
+@pytest.mark.parametrize(
+    "alpha,mode", [(0.0, "rdrop"), (5.0, "rdrop"), (0.0, "simcut"), (3.0, "simcut")]
+)
 def test_values_and_gradients_match_the_reference(monkeypatch, pairs, chunk, alpha, mode):
     monkeypatch.setattr(torch_loss, "CHUNK_ROWS", chunk)
     logits, target, keep = setup(pairs, 50, seed=pairs, pad_every=3 if pairs > 1 else 2)
@@ -71,7 +72,8 @@ def test_gradcheck_float64(mode, masked):
     logits, target, keep = setup(4, 6, seed=0, dtype=torch.float64)
     c = Coefficients.of(EPS, 3.0, mode, 6)
     assert torch.autograd.gradcheck(
-        lambda x: torch_loss.evaluate(x, target, keep, c, masked=masked)[0], (logits,))
+        lambda x: torch_loss.evaluate(x, target, keep, c, masked=masked)[0], (logits,)
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -116,8 +118,9 @@ def test_a_token_masked_in_one_copy_only_gives_an_infinite_kl_never_nan(monkeypa
     check_against_reference(masked, target, keep, 0.0, 5.0, mode=mode, backend="torch")
     assert not masked.grad.isnan().any()
     with HostSyncs() as syncs:
-        loss, _, kl = torch_loss.evaluate(masked, target, keep,
-                                          Coefficients.of(0.0, 5.0, mode, 30), masked=True)
+        loss, _, kl = torch_loss.evaluate(
+            masked, target, keep, Coefficients.of(0.0, 5.0, mode, 30), masked=True
+        )
         (grad,) = torch.autograd.grad(loss, masked, torch.tensor(1.7))
     assert syncs.seen == [] and kl.isinf() == infinite
     exact = reference(masked, target, keep, 0.0, 5.0, 1.7, mode)[3]
@@ -151,20 +154,30 @@ def test_log_probabilities_as_input_give_the_same_parameter_gradients():
     torch.testing.assert_close(grad_via_lprobs, grad_via_logits)
 
 
-@pytest.mark.parametrize("change,match", [
-    (dict(logits=torch.zeros(5, 5)), "expected logits"),
-    (dict(keep=torch.ones(2).bool()), "expected logits"),
-    (dict(keep=torch.ones(3)), "bool keep"),
-    (dict(logits=torch.zeros(6, 1)), "V >= 2"),
-    (dict(epsilon=-0.1), "epsilon"),
-    (dict(alpha=float("inf")), "alpha"),
-    (dict(alpha=-1.0), "alpha"),
-    (dict(mode="rdrop_loss"), "mode"),
-    (dict(backend="cuda"), "backend"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(logits=torch.zeros(5, 5)), "expected logits"),
+        (dict(keep=torch.ones(2).bool()), "expected logits"),
+        (dict(keep=torch.ones(3)), "bool keep"),
+        (dict(logits=torch.zeros(6, 1)), "V >= 2"),
+        (dict(epsilon=-0.1), "epsilon"),
+        (dict(alpha=float("inf")), "alpha"),
+        (dict(alpha=-1.0), "alpha"),
+        (dict(mode="rdrop_loss"), "mode"),
+        (dict(backend="cuda"), "backend"),
+    ],
+)
 def test_training_loss_rejects_what_it_cannot_compute(change, match):
-    args = dict(logits=torch.zeros(6, 5), target=torch.zeros(3, dtype=torch.long),
-                keep=torch.ones(3).bool(), epsilon=EPS, alpha=5.0, mode="rdrop", backend=None)
+    args = dict(
+        logits=torch.zeros(6, 5),
+        target=torch.zeros(3, dtype=torch.long),
+        keep=torch.ones(3).bool(),
+        epsilon=EPS,
+        alpha=5.0,
+        mode="rdrop",
+        backend=None,
+    )
     with pytest.raises(ValueError, match=match):
         training_loss(**{**args, **change})
 

@@ -12,6 +12,8 @@ pytest.importorskip("triton", reason="the Triton loss kernel needs `pip install 
 
 from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
+from rdrop_fairseq import triton_loss  # noqa: E402
+from rdrop_fairseq.loss import training_loss  # noqa: E402
 from support.loss_reference import (  # noqa: E402
     assert_gradient_close,
     check_against_reference,
@@ -21,13 +23,13 @@ from support.loss_reference import (  # noqa: E402
     reference,
     reference_loss,
 )
-from rdrop_fairseq import triton_loss  # noqa: E402
-from rdrop_fairseq.loss import training_loss  # noqa: E402
 
 if not isinstance(triton_loss._rdrop_forward_kernel, InterpretedFunction):
-    pytest.skip("the kernels are compiled in this process (conftest.py interprets them only "
-                "without a GPU): the tests marked cuda run them on the GPU",
-                allow_module_level=True)
+    pytest.skip(
+        "the kernels are compiled in this process (conftest.py interprets them only "
+        "without a GPU): the tests marked cuda run them on the GPU",
+        allow_module_level=True,
+    )
 
 pytestmark = [
     # numpy's view of what the kernels compute on purpose: −inf − −inf, fp16 overflow to inf
@@ -115,8 +117,9 @@ def test_identical_copies_have_zero_kl_and_all_pad_batches_zero_everything():
     assert training_loss(twins, target, keep, 0.1, 5.0, backend="triton")[2].item() == 0.0
 
     logits.grad = None
-    loss, nll, kl = training_loss(logits, target, torch.zeros_like(keep), 0.1, 5.0,
-                                  backend="triton")
+    loss, nll, kl = training_loss(
+        logits, target, torch.zeros_like(keep), 0.1, 5.0, backend="triton"
+    )
     loss.backward()
     assert loss.item() == nll.item() == kl.item() == 0.0
     assert logits.grad.abs().max() == 0
@@ -135,8 +138,11 @@ def test_criterion_with_the_kernel_waits_for_the_device_no_more_than_the_stock_c
     ours with the Triton kernel against stock label_smoothed_cross_entropy on the same model."""
     monkeypatch.setattr("rdrop_fairseq.backend.default_backend", lambda logits: "triton")
     calls = []
-    monkeypatch.setattr(triton_loss, "evaluate", lambda *args: calls.append(args) or
-                        triton_loss.TritonTrainingLoss.apply(*args))
+    monkeypatch.setattr(
+        triton_loss,
+        "evaluate",
+        lambda *args: calls.append(args) or triton_loss.TritonTrainingLoss.apply(*args),
+    )
     ours, stock, log = criterion_host_syncs(tmp_path)
     assert log["kl_loss"] > 0 and len(calls) == 2  # the kernels' trial, then the loss
     assert ours == stock
@@ -149,6 +155,7 @@ def test_a_token_masked_in_one_copy_only_gives_an_infinite_kl_never_nan(mode, co
     logits, target, keep = setup(torch.float32, seed=4)
     masked = mask_in_one_copy(logits, target, copy).requires_grad_()
     assert reference_loss(masked, target, keep, 0.0, 5.0, mode)[2].isinf() == (
-        mode == "rdrop" or copy == 2)
+        mode == "rdrop" or copy == 2
+    )
     check_against_reference(masked, target, keep, 0.0, 5.0, mode=mode, backend="triton")
     assert not masked.grad.isnan().any()

@@ -110,8 +110,10 @@ def markdown_multi30k(results):
         "|---|---|---|---|---|",
     ]
     for name, s in results["sweep"].items():
-        rows.append(f"| {name} | `{s['options']}` | {s['best_valid_bleu']:.2f} "
-                    f"({s['best_epoch']}) | {s['updates']} | {s['wall_s'] / 60:.0f} min |")
+        rows.append(
+            f"| {name} | `{s['options']}` | {s['best_valid_bleu']:.2f} "
+            f"({s['best_epoch']}) | {s['updates']} | {s['wall_s'] / 60:.0f} min |"
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -129,8 +131,14 @@ def collect_cutoff(work, committed_dir, runs):
     rows = []
     for key, name in COMMITTED:
         row = dict(committed[key], system=name, source=f"committed ({committed_dir})")
-        row["vs_baseline"] = ({"delta_bleu": row["bleu"] - committed["baseline"]["bleu"],
-                               "p_value": committed["p_value"]} if key == "rdrop" else None)
+        row["vs_baseline"] = (
+            {
+                "delta_bleu": row["bleu"] - committed["baseline"]["bleu"],
+                "p_value": committed["p_value"],
+            }
+            if key == "rdrop"
+            else None
+        )
         row["vs_rdrop"] = None
         rows.append(row)
     logs = []
@@ -140,14 +148,23 @@ def collect_cutoff(work, committed_dir, runs):
         vs_rdrop = read_json(os.path.join(work, f"{run}.test2016.vs-rdrop.json"))
         if vs_rdrop["bleu"] != test["bleu"]:
             raise ValueError(f"{run}: the two test2016 scorings disagree (re-run the experiment)")
-        rows.append(dict(
-            summary, run=run, system=SYSTEM_NAMES.get(run.split("-")[0], run), source="this run",
-            **{k: test[k] for k in ("bleu", "chrf", "n")},
-            vs_baseline={"delta_bleu": test["bleu"] - committed["baseline"]["bleu"],
-                         "p_value": test["p_value"]},
-            vs_rdrop={"delta_bleu": test["bleu"] - committed["rdrop"]["bleu"],
-                      "p_value": vs_rdrop["p_value"]},
-        ))
+        rows.append(
+            dict(
+                summary,
+                run=run,
+                system=SYSTEM_NAMES.get(run.split("-")[0], run),
+                source="this run",
+                **{k: test[k] for k in ("bleu", "chrf", "n")},
+                vs_baseline={
+                    "delta_bleu": test["bleu"] - committed["baseline"]["bleu"],
+                    "p_value": test["p_value"],
+                },
+                vs_rdrop={
+                    "delta_bleu": test["bleu"] - committed["rdrop"]["bleu"],
+                    "p_value": vs_rdrop["p_value"],
+                },
+            )
+        )
         logs.append((run, log))
     results = {"systems": rows, **{k: test[k] for k in ("signature", "chrf_signature")}}
     copies = [(os.path.join(work, f"{run}.test2016.hyp"), f"{run}.test2016.hyp") for run in runs]
@@ -173,8 +190,9 @@ def markdown_cutoff(results):
     lines += [
         "",
         "Options of the new runs (train-multi30k.sh, 20 epochs): "
-        + "; ".join(f"{s['run']}: `{s['options']}`"
-                    for s in results["systems"] if s["source"] == "this run"),
+        + "; ".join(
+            f"{s['run']}: `{s['options']}`" for s in results["systems"] if s["source"] == "this run"
+        ),
         f"(BLEU {results['signature']}; chrF {results['chrf_signature']}; p: paired bootstrap "
         "against the committed test2016 hypotheses)",
     ]
@@ -222,8 +240,10 @@ def collect_gpu(work, data_bin, systems_run, mode, lanes_wall_s, experiment_wall
         if system != baseline:
             compare(work, system, systems[system], systems[baseline])
         logs.append((system, log))
-        copies += [(os.path.join(work, f"{system}.test2016.hyp"), f"{system}.test2016.hyp"),
-                   (os.path.join(work, system, "train.log"), f"{system}.train.log")]
+        copies += [
+            (os.path.join(work, f"{system}.test2016.hyp"), f"{system}.test2016.hyp"),
+            (os.path.join(work, system, "train.log"), f"{system}.train.log"),
+        ]
     with open(os.path.join(data_bin, "dict.en.txt"), encoding="utf-8") as f:
         dictionary = sum(1 for _ in f)
     results = {
@@ -264,7 +284,9 @@ def markdown_gpu(results):
         "",
         f"{results['mode']} runs on {device}: {results['lanes_wall_s']} s of training and "
         f"testing, {results['experiment_wall_s']} s in all"
-        + ("" if results["equal_updates"] else "; NOT at equal updates (stopped by the time limit)"),
+        + (
+            "" if results["equal_updates"] else "; NOT at equal updates (stopped by the time limit)"
+        ),
         f"p: paired bootstrap against {results['baseline']} (BLEU {base['signature']}; "
         f"chrF {base['chrf_signature']})",
     ]
@@ -278,17 +300,23 @@ def get_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     experiments = parser.add_subparsers(dest="experiment", required=True)
     multi30k, cutoff, gpu = (
-        experiments.add_parser(name, help=text) for name, text in (
+        experiments.add_parser(name, help=text)
+        for name, text in (
             ("multi30k", "baseline vs R-Drop, with a sweep on val"),
             ("cutoff", "R-Drop + Cutoff and SimCut beside the committed picks"),
-            ("gpu", "baseline vs R-Drop vs R-Drop + Cutoff on a GPU")))
+            ("gpu", "baseline vs R-Drop vs R-Drop + Cutoff on a GPU"),
+        )
+    )
     for experiment in (multi30k, cutoff, gpu):
         experiment.add_argument("--work", required=True, help="the experiment's work folder")
     action = multi30k.add_mutually_exclusive_group(required=True)
     action.add_argument("--select", action="store_true", help="print the two picked runs")
     action.add_argument("--out", help="results folder to write")
-    cutoff.add_argument("--committed", required=True,
-                        help="results folder of experiment-multi30k.sh (baseline and R-Drop)")
+    cutoff.add_argument(
+        "--committed",
+        required=True,
+        help="results folder of experiment-multi30k.sh (baseline and R-Drop)",
+    )
     cutoff.add_argument("--out", required=True, help="results folder to write")
     cutoff.add_argument("runs", nargs="+", metavar="RUN")
     gpu.add_argument("--data-bin", required=True)
@@ -309,13 +337,22 @@ def main(argv=None):
             print(picks["baseline"], picks["rdrop"])
             return
         if args.experiment == "gpu":
-            results, logs, copies = collect_gpu(args.work, args.data_bin, args.systems, args.mode,
-                                                args.lanes_wall_s, args.experiment_wall_s)
+            results, logs, copies = collect_gpu(
+                args.work,
+                args.data_bin,
+                args.systems,
+                args.mode,
+                args.lanes_wall_s,
+                args.experiment_wall_s,
+            )
             commands, markdown = args.command, markdown_gpu
         else:
             cutoff = args.experiment == "cutoff"
-            results, logs, copies = (collect_cutoff(args.work, args.committed, args.runs) if cutoff
-                                     else collect_multi30k(args.work))
+            results, logs, copies = (
+                collect_cutoff(args.work, args.committed, args.runs)
+                if cutoff
+                else collect_multi30k(args.work)
+            )
             script = "experiment-multi30k-cutoff.sh" if cutoff else "experiment-multi30k.sh"
             commands = ["bash scripts/setup-venv.sh", f"bash examples/translation/{script}"]
             markdown = markdown_cutoff if cutoff else markdown_multi30k

@@ -23,22 +23,50 @@ from rdrop_fairseq import triton_loss
 ARCHS = (75, 80, 86, 89, 90, 100, 120)
 DTYPES = ("fp16", "bf16", "fp32")
 VOCABS = (10_000, 32_000, 40_000)
-SCALARS = dict(target_ptr="*i64", keep_ptr="*u8", saved_ptr="*fp32", n_pairs="i32",
-               eps_i="fp32", nll_weight="fp32", VOCAB="constexpr", BLOCK="constexpr",
-               HAS_KL="constexpr", SIMCUT="constexpr")
+SCALARS = dict(
+    target_ptr="*i64",
+    keep_ptr="*u8",
+    saved_ptr="*fp32",
+    n_pairs="i32",
+    eps_i="fp32",
+    nll_weight="fp32",
+    VOCAB="constexpr",
+    BLOCK="constexpr",
+    HAS_KL="constexpr",
+    SIMCUT="constexpr",
+)
 
 
 def sources(dtype, vocab):
     """The forward and backward kernels for ``dtype`` logits at ``vocab``, with every branch of
     R-Drop's loss (label smoothing and KL)."""
     flags = dict(VOCAB=vocab, BLOCK=triton_loss.block_size(vocab), HAS_KL=True, SIMCUT=False)
-    forward = ASTSource(triton_loss._rdrop_forward_kernel, dict(
-        SCALARS, logits_ptr="*" + dtype, row_stride="i64", stats_ptr="*fp32", alpha="fp32",
-        HAS_SMOOTHING="constexpr"), dict(flags, HAS_SMOOTHING=True))
-    backward = ASTSource(triton_loss._rdrop_backward_kernel, dict(
-        SCALARS, logits_ptr="*" + dtype, row_stride="i64", grad_ptr="*" + dtype,
-        grad_row_stride="i64", grad_output_ptr="*fp32", p_weight="fp32", kl_weight="fp32"),
-        flags)
+    forward = ASTSource(
+        triton_loss._rdrop_forward_kernel,
+        dict(
+            SCALARS,
+            logits_ptr="*" + dtype,
+            row_stride="i64",
+            stats_ptr="*fp32",
+            alpha="fp32",
+            HAS_SMOOTHING="constexpr",
+        ),
+        dict(flags, HAS_SMOOTHING=True),
+    )
+    backward = ASTSource(
+        triton_loss._rdrop_backward_kernel,
+        dict(
+            SCALARS,
+            logits_ptr="*" + dtype,
+            row_stride="i64",
+            grad_ptr="*" + dtype,
+            grad_row_stride="i64",
+            grad_output_ptr="*fp32",
+            p_weight="fp32",
+            kl_weight="fp32",
+        ),
+        flags,
+    )
     return flags["BLOCK"], (forward, backward)
 
 
@@ -48,8 +76,9 @@ def resource_usage(cubin):
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        out = subprocess.run([tool, "--dump-resource-usage", f.name], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [tool, "--dump-resource-usage", f.name], check=True, capture_output=True, text=True
+        ).stdout
     found = re.search(r"REG:(\d+) .*LOCAL:(\d+)", out)
     return {"regs": int(found[1]), "local_bytes": int(found[2])}
 
@@ -66,11 +95,23 @@ def main():
             for vocab in map(int, args.vocabs.split(",")):
                 block, kernels = sources(dtype, vocab)
                 for source in kernels:
-                    kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
-                                            options=dict(num_warps=triton_loss._num_warps(block)))
-                    print(json.dumps(dict(kernel=source.fn.__name__, arch=arch, dtype=dtype,
-                                          vocab=vocab, **resource_usage(kernel.asm["cubin"]))),
-                          flush=True)
+                    kernel = triton.compile(
+                        source,
+                        target=GPUTarget("cuda", arch, 32),
+                        options=dict(num_warps=triton_loss._num_warps(block)),
+                    )
+                    print(
+                        json.dumps(
+                            dict(
+                                kernel=source.fn.__name__,
+                                arch=arch,
+                                dtype=dtype,
+                                vocab=vocab,
+                                **resource_usage(kernel.asm["cubin"]),
+                            )
+                        ),
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

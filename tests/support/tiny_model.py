@@ -9,17 +9,34 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion)
 
 TINY_TRANSFORMER = [
-    "--arch", "transformer", "--encoder-layers", "1", "--decoder-layers", "1",
-    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
-    "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
-    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
-    "--dropout", "0.3", "--share-all-embeddings",
+    "--arch",
+    "transformer",
+    "--encoder-layers",
+    "1",
+    "--decoder-layers",
+    "1",
+    "--encoder-embed-dim",
+    "16",
+    "--decoder-embed-dim",
+    "16",
+    "--encoder-ffn-embed-dim",
+    "32",
+    "--decoder-ffn-embed-dim",
+    "32",
+    "--encoder-attention-heads",
+    "2",
+    "--decoder-attention-heads",
+    "2",
+    "--dropout",
+    "0.3",
+    "--share-all-embeddings",
 ]
 
 #: The tiny Transformer with an adaptive softmax output layer (which shares no embeddings).
-TINY_ADAPTIVE_SOFTMAX = [
-    arg for arg in TINY_TRANSFORMER if arg != "--share-all-embeddings"
-] + ["--adaptive-softmax-cutoff", "10,20"]
+TINY_ADAPTIVE_SOFTMAX = [arg for arg in TINY_TRANSFORMER if arg != "--share-all-embeddings"] + [
+    "--adaptive-softmax-cutoff",
+    "10,20",
+]
 
 
 def write_dictionary(folder, langs=("de", "en"), size=40):
@@ -31,23 +48,48 @@ def write_dictionary(folder, langs=("de", "en"), size=40):
     return d
 
 
-def train_args(folder, task="rdrop_translation", criterion="label_smoothed_cross_entropy_rdrop",
-               extra=(), architecture=TINY_TRANSFORMER):
+def train_args(
+    folder,
+    task="rdrop_translation",
+    criterion="label_smoothed_cross_entropy_rdrop",
+    extra=(),
+    architecture=TINY_TRANSFORMER,
+):
     """fairseq-train's arguments for the tiny setup on the data folder ``folder`` (which gets a
     dictionary if it has none)."""
     if not (folder / "dict.de.txt").exists():
         write_dictionary(folder)
-    return [str(folder), "--task", task, "--criterion", criterion, "-s", "de", "-t", "en",
-            "--label-smoothing", "0.1", "--cpu", *architecture, *extra]
+    return [
+        str(folder),
+        "--task",
+        task,
+        "--criterion",
+        criterion,
+        "-s",
+        "de",
+        "-t",
+        "en",
+        "--label-smoothing",
+        "0.1",
+        "--cpu",
+        *architecture,
+        *extra,
+    ]
 
 
-def build(folder, task="rdrop_translation", criterion="label_smoothed_cross_entropy_rdrop",
-          extra=(), architecture=TINY_TRANSFORMER):
+def build(
+    folder,
+    task="rdrop_translation",
+    criterion="label_smoothed_cross_entropy_rdrop",
+    extra=(),
+    architecture=TINY_TRANSFORMER,
+):
     """Return (cfg, task, model, criterion) for a data folder, built as fairseq-train builds
     them from :func:`train_args`."""
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(
-        parser, train_args(folder, task, criterion, extra, architecture))
+        parser, train_args(folder, task, criterion, extra, architecture)
+    )
     cfg = convert_namespace_to_omegaconf(args)
     task_obj = tasks.setup_task(cfg.task)
     model = task_obj.build_model(cfg.model)

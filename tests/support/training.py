@@ -13,20 +13,57 @@ def train_args(data, save_dir, max_update, *extra, alpha="5", cpu=True):
     """fairseq-train's arguments: R-Drop (α ``alpha``) on ``data``, Adam, a fixed seed, a log
     line per update (simple format), only ``checkpoint_last.pt`` and ``checkpoint_best.pt``."""
     return [
-        data, "--user-dir", USER_DIR, "--task", "rdrop_translation",
-        "--criterion", "label_smoothed_cross_entropy_rdrop", "--rdrop-alpha", alpha,
-        "--label-smoothing", "0.1", "-s", "de", "-t", "en", *TINY_TRANSFORMER,
-        "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
-        "--warmup-updates", "4", "--clip-norm", "1", "--max-tokens", "2000",
-        "--max-update", str(max_update), "--seed", "3", "--num-workers", "0",
-        "--save-dir", save_dir, "--no-epoch-checkpoints",
-        "--log-format", "simple", "--log-interval", "1", "--no-progress-bar",
-        *(["--cpu"] if cpu else []), *extra,
+        data,
+        "--user-dir",
+        USER_DIR,
+        "--task",
+        "rdrop_translation",
+        "--criterion",
+        "label_smoothed_cross_entropy_rdrop",
+        "--rdrop-alpha",
+        alpha,
+        "--label-smoothing",
+        "0.1",
+        "-s",
+        "de",
+        "-t",
+        "en",
+        *TINY_TRANSFORMER,
+        "--optimizer",
+        "adam",
+        "--lr",
+        "3e-3",
+        "--lr-scheduler",
+        "inverse_sqrt",
+        "--warmup-updates",
+        "4",
+        "--clip-norm",
+        "1",
+        "--max-tokens",
+        "2000",
+        "--max-update",
+        str(max_update),
+        "--seed",
+        "3",
+        "--num-workers",
+        "0",
+        "--save-dir",
+        save_dir,
+        "--no-epoch-checkpoints",
+        "--log-format",
+        "simple",
+        "--log-interval",
+        "1",
+        "--no-progress-bar",
+        *(["--cpu"] if cpu else []),
+        *extra,
     ]
 
 
-INNER = re.compile(r"train_inner \| epoch (\d+):.*? loss=([^,\s]+), nll_loss=([^,\s]+), "
-                   r"kl_loss=([^,\s]+),.*?num_updates=(\d+)")
+INNER = re.compile(
+    r"train_inner \| epoch (\d+):.*? loss=([^,\s]+), nll_loss=([^,\s]+), "
+    r"kl_loss=([^,\s]+),.*?num_updates=(\d+)"
+)
 
 
 def curve(log):
