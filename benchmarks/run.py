@@ -26,11 +26,10 @@ import torch
 from common import ALPHA, EPS, dtype_name
 from loss import KL_BASE, LOSS_VARIANTS, time_loss_variants
 from loss_scale import loss_scale_run
+from machine import machine_info
 from memory import estimated_official_peak_gb, peak_memory_mb
 from report import write_results
 from train_step import ARCH_VOCAB, time_train_steps
-
-from rdrop_tools.machine import machine_info
 
 FULL_SIZES = [(n, v) for n in (1024, 4096, 16384) for v in (10000, 32000, 40000)]
 QUICK_SIZES = [(4096, 10000)]

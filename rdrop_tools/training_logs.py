@@ -1,8 +1,6 @@
 """fairseq training logs (``--log-format json``): epoch records, and curves of several runs."""
 
 import json
-import os
-import statistics
 
 
 def read_fairseq_log(path):
@@ -26,45 +24,10 @@ def read_fairseq_log(path):
                         values = {k.removeprefix(prefix): float(v) for k, v in record.items()}
                         epochs[kind][int(values["epoch"])] = values
     except OSError as e:
-        raise ValueError(f"cannot read log {path}: {e.strerror}")
+        raise ValueError(f"cannot read log {path}: {e.strerror}") from None
     if not epochs["train"]:
         raise ValueError(f"{path}: no epoch records (was it written with --log-format json?)")
     return {kind: [by_epoch[e] for e in sorted(by_epoch)] for kind, by_epoch in epochs.items()}
-
-
-def total_wall_s(train_records):
-    """fairseq's wall clock restarts from 0 when a run is resumed: add up the segments (the
-    unfinished epoch a resume replays is not counted)."""
-    total = last = 0.0
-    for record in train_records:
-        if record["wall"] < last:
-            total += last
-        last = record["wall"]
-    return total + last
-
-
-def summarize_log(log):
-    """The figures the experiment reports quote from one run's epoch records
-    (``read_fairseq_log``)."""
-    best = max(log["valid"], key=lambda r: r["bleu"])
-    return {
-        "epochs": int(log["train"][-1]["epoch"]),
-        "updates": int(log["train"][-1]["num_updates"]),
-        "wall_s": total_wall_s(log["train"]),
-        "median_train_wps": statistics.median(r["wps"] for r in log["train"]),
-        "best_valid_bleu": best["bleu"],
-        "best_epoch": int(best["epoch"]),
-        "final_train_kl_loss": log["train"][-1].get("kl_loss"),
-    }
-
-
-def summarize_run(run_dir):
-    """One finished training folder (its json ``train.log`` and the options saved in ``.done``):
-    ``(summary, log)``, the summary being the options and ``summarize_log``'s figures."""
-    log = read_fairseq_log(os.path.join(run_dir, "train.log"))
-    with open(os.path.join(run_dir, ".done")) as f:
-        options = f.read().strip()
-    return {"options": options, **summarize_log(log)}, log
 
 
 PANELS = [

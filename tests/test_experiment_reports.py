@@ -12,13 +12,13 @@ import sys
 
 import pytest
 
-from rdrop_tools.machine import machine_info
-from rdrop_tools.training_logs import summarize_run, total_wall_s
 from support import ROOT
 
 EXPERIMENTS = ROOT / "examples" / "translation"
 sys.path.insert(0, str(EXPERIMENTS))
 import experiment_report  # noqa: E402
+from machine import machine_info  # noqa: E402  (benchmarks/, on the path of experiment_report)
+from run_summary import summarize_run, total_wall_s  # noqa: E402
 
 COMMITTED = EXPERIMENTS / "results"
 SUMMARY_KEYS = (

@@ -21,8 +21,14 @@ import os
 import shutil
 import sys
 
-from rdrop_tools.machine import machine_info
-from rdrop_tools.training_logs import plot, read_fairseq_log, summarize_log, summarize_run
+from run_summary import summarize_log, summarize_run
+
+from rdrop_tools.training_logs import plot, read_fairseq_log
+
+# the machine's description, shared with the benchmarks
+BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "benchmarks")
+sys.path.insert(0, BENCHMARKS)
+from machine import machine_info  # noqa: E402
 
 
 def read_json(path):
