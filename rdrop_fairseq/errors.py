@@ -2,9 +2,10 @@
 
 Such mistakes are raised as :class:`UsageError` (a ``ValueError``). When fairseq's command lines
 import the plugin (``--user-dir``), it calls :func:`install_excepthook`: an uncaught
-``UsageError`` is then printed as ``error: <message>`` with exit status 1; ``RDROP_TRACEBACK=1`` shows the traceback as well. Every other exception
-keeps Python's traceback. A plain ``import rdrop_fairseq`` leaves ``sys.excepthook`` alone; the
-rdrop-* tools catch the errors they expect and print their one line themselves.
+``UsageError`` is then printed as ``error: <message>`` with exit status 1; ``RDROP_TRACEBACK=1``
+shows the traceback above it. Every other exception keeps Python's traceback. A plain ``import
+rdrop_fairseq`` leaves ``sys.excepthook`` alone; the rdrop-* tools catch the errors they expect
+and print their one line themselves.
 """
 
 import os
@@ -23,12 +24,20 @@ def first_line(exc):
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def show_traceback():
+    """``RDROP_TRACEBACK=1``: the value ``1`` only, as ``RDROP_TRUST_CHECKPOINTS`` and
+    ``RDROP_FAIRSEQ_NO_FIXES`` (unset, empty or ``0``: no traceback)."""
+    return os.environ.get(TRACEBACK) == "1"
+
+
 def _excepthook(exc_type, exc, tb):
-    if issubclass(exc_type, UsageError) and not os.environ.get(TRACEBACK):
-        sys.stderr.flush()
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-    else:
+    if not issubclass(exc_type, UsageError):
         sys.__excepthook__(exc_type, exc, tb)
+        return
+    if show_traceback():
+        sys.__excepthook__(exc_type, exc, tb)
+    sys.stderr.flush()
+    print(f"error: {exc}", file=sys.stderr, flush=True)
 
 
 def install_excepthook():

@@ -1,7 +1,7 @@
 """Multi-process (multi-GPU, multi-node, or CPU) fairseq training: one fairseq-train per local rank.
 
   rdrop-train-distributed --nproc N [--nodes M --node-rank R
-      --master-addr HOST --master-port PORT] -- DATA --user-dir rdrop_fairseq ...
+      --master-addr HOST --master-port PORT] -- DATA --user-dir USER_DIR ...
 
 Every process gets ``--distributed-world-size N*M --distributed-rank R*N+i
 --distributed-init-method tcp://HOST:PORT --distributed-no-spawn``, plus
@@ -65,10 +65,9 @@ def exit_status(returncode):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if "--" not in argv:
-        sys.exit("error: put the fairseq-train arguments after --")
-    split = argv.index("--")
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        usage="%(prog)s --nproc N [options] -- DATA [fairseq-train options...]")
     parser.add_argument("--nproc", type=int, required=True, help="processes (GPUs) on this node")
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--node-rank", type=int, default=0)
@@ -77,7 +76,10 @@ def main(argv=None):
                         help="free TCP port on node 0 (default: any free one; required with --nodes > 1)")
     parser.add_argument("--entry", default=default_entry(),
                         help="command that trains (default: fairseq-train of this Python)")
-    args = parser.parse_args(argv[:split])
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])  # --help works without --
+    if split == len(argv):
+        parser.error("put the fairseq-train arguments after -- (e.g. -- DATA --user-dir ...)")
     train_args = argv[split + 1:]
     if args.nproc < 1 or args.nodes < 1 or not 0 <= args.node_rank < args.nodes:
         parser.error("need --nproc >= 1, --nodes >= 1 and 0 <= --node-rank < --nodes")

@@ -29,12 +29,23 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+def skip_reason(report):
+    """Why a test was skipped, the same words for every test skipped for the same reason."""
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ").strip()
+    return f"{SHARED_DATA} not present" if NO_SHARED_DATA in reason else reason
+
+
 def pytest_terminal_summary(terminalreporter):
-    """One line, when tests skipped because the real corpora are not there: how many."""
-    skipped = [r for r in terminalreporter.stats.get("skipped", [])
-               if isinstance(r.longrepr, tuple) and NO_SHARED_DATA in r.longrepr[2]]
-    if skipped:
-        terminalreporter.write_line(f"{len(skipped)} tests skipped: {SHARED_DATA} not present")
+    """One line counting the skipped tests by reason, most frequent first."""
+    counts = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = skip_reason(report)
+        counts[reason] = counts.get(reason, 0) + 1
+    if counts:
+        parts = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        terminalreporter.write_line(
+            "skipped, by reason: " + "; ".join(f"{n} x {reason}" for reason, n in parts))
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 PYTHON): prepare -> binarize, on the synthetic corpus (laid out as the downloads are) and on the
 real IWSLT14 and WMT14 test sets."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -187,3 +188,209 @@ def test_invalid_utf8_leaves_no_output(iwslt_orig, tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {bad}: line 23 is not valid UTF-8")
     assert list((tmp_path / "data-bin").iterdir()) == []
+
+
+# -- the quick start's console: short on a terminal, plain elsewhere, the whole output in logs --
+
+FAKE_TRAIN = r'''
+import logging, sys, time, warnings
+from tqdm import tqdm
+logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+                    stream=sys.stdout, level=logging.INFO)
+logging.getLogger("fairseq_cli.train").info("{'common': {" + "'option': None, " * 400 + "}}")
+warnings.warn("a deprecation notice of some library", DeprecationWarning, stacklevel=1)
+print("  deprecation_warning(", file=sys.stderr)
+for epoch in (1, 2, 3):
+    if sys.stderr.isatty():  # fairseq's --log-format tqdm (it falls back to simple otherwise)
+        bar = tqdm(range(40), f"epoch {epoch:03d}", leave=False, mininterval=0)
+        for i in bar:
+            bar.set_postfix({"loss": "9.123", "nll_loss": "8.5", "ppl": "362.1", "wps": "1234",
+                             "lr": "0.0001", "gnorm": "1.5", "train_wall": "12", "wall": "99"})
+            time.sleep(0.002)
+    else:
+        for done in (10, 20, 30):
+            logging.getLogger("train_inner").info(
+                f"epoch {epoch:03d}:     {done} / 40 loss=9.1, nll_loss=8.2, kl_loss=0.3, "
+                "ppl=300, wps=1000, ups=1, wpb=900, bsz=64, num_updates=5, lr=0.0001, gnorm=1")
+    if sys.stderr.isatty():  # validation's bar, as fairseq draws it
+        for i in tqdm(range(5), f"epoch {epoch:03d} | valid on 'valid' subset", leave=False):
+            time.sleep(0.002)
+    logging.getLogger("valid").info(
+        f"epoch {epoch:03d} | valid on 'valid' subset | loss 8 | nll_loss 7 | ppl 128 | bleu 3.4")
+    logging.getLogger("train").info(
+        f"epoch {epoch:03d} | loss 9.1 | nll_loss 8.2 | kl_loss 0.3 | ppl 300 | wps 1000 | wall 50")
+sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+'''
+
+
+def run_logged(tmp_path, *fake_args, terminal, verbose=False, width=80):
+    """The fake training above through rdrop_tools.run_logged: (console text, log text, status),
+    on a pseudo-terminal WIDTH columns wide when ``terminal``."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import termios
+
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(FAKE_TRAIN, encoding="utf-8")
+    log = tmp_path / "train.log"
+    command = [sys.executable, "-m", "rdrop_tools.run_logged", "--log", str(log),
+               *(["--verbose"] if verbose else []), "--", sys.executable, str(fake), *fake_args]
+    if not terminal:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        return proc.stdout + proc.stderr, log.read_text(encoding="utf-8"), proc.returncode
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, width, 0, 0))
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    status = proc.wait(timeout=120)
+    return b"".join(chunks).decode("utf-8", "replace"), log.read_text(encoding="utf-8"), status
+
+
+def screen_lines(text):
+    """The lines a terminal keeps, and every state each line went through (cut at \\r)."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text.replace("\r\n", "\n"))
+    kept = [line.split("\r")[-1] for line in text.split("\n")]
+    states = [state for line in text.split("\n") for state in line.split("\r")]
+    return [line for line in kept if line.strip()], states
+
+
+def test_on_a_terminal_a_bar_per_epoch_and_short_lines(tmp_path):
+    out, log, status = run_logged(tmp_path, terminal=True, width=80)
+    assert status == 0
+    lines, states = screen_lines(out)
+    assert max(len(state) for state in states) < 80, max(states, key=len)
+    bars = [state for state in states if "%|" in state]
+    assert any(s.startswith("epoch 001:") for s in bars)
+    assert any(s.startswith("epoch 003:") for s in bars)
+    summaries = [line for line in lines if re.match(r"epoch \d (train|valid): ", line)]
+    assert len(summaries) == 6
+    assert "bleu 3.4" in summaries[-2] and "kl_loss 0.3" in summaries[-1]
+    assert len(lines) <= 8, lines  # the summaries; no config, warnings or bars left behind
+    assert "'option': None" in log and "deprecation_warning(" in log and "%|" not in log
+
+
+def test_elsewhere_periodic_lines_and_no_bars(tmp_path):
+    out, log, status = run_logged(tmp_path, terminal=False)
+    assert status == 0
+    assert "\r" not in out and "\x1b" not in out
+    lines = out.splitlines()
+    progress = [line for line in lines if re.match(r"epoch \d: \d+/40 batches, loss 9.1", line)]
+    assert len(progress) == 9 and len(lines) == 9 + 6, lines
+    assert max(len(line) for line in lines) <= 160
+    assert "'option': None" in log
+
+
+def test_verbose_shows_everything(tmp_path):
+    out, log, status = run_logged(tmp_path, terminal=False, verbose=True)
+    assert status == 0 and "'option': None" in out and "deprecation_warning(" in out
+    assert "'option': None" in log
+
+
+def test_a_failed_step_names_its_log(tmp_path):
+    out, log, status = run_logged(tmp_path, "3", terminal=False)
+    assert status == 3
+    last = out.strip().splitlines()[-1]
+    assert last == ("error: fake_train.py stopped with exit status 3; "
+                    f"the whole output is in {tmp_path / 'train.log'}")
+
+
+def test_quickstart_without_corpus_or_network_is_one_line(tmp_path):
+    """No --data, no SHARED_DATA/multi30k-de-en and no network (a proxy that refuses): one
+    line naming both ways out, without curl's or gzip's messages."""
+    no_network = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+                  "ALL_PROXY": "http://127.0.0.1:9", "SHARED_DATA": str(tmp_path / "shared")}
+    result = run_cli("bash", RECIPES / "quickstart.sh", "--work", tmp_path / "work", check=False,
+                     env={"PYTHON": sys.executable, **no_network})
+    assert result.returncode != 0
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("error: could not download Multi30k")
+    assert "--data DIR" in errors[0] and f"{tmp_path / 'shared'}/multi30k-de-en" in errors[0]
+    assert "curl" not in result.stderr and "gzip" not in result.stderr
+    assert not (tmp_path / "work" / "data-bin").exists()
+
+
+def test_train_recipes_take_a_data_bin_of_ones_own(tmp_path):
+    """A folder from one's own fairseq-preprocess (no .complete marker) is a data-bin; a folder
+    without dictionaries and splits is refused in one line."""
+    own, other = tmp_path / "own", tmp_path / "other"
+    own.mkdir()
+    other.mkdir()
+    for name in ("dict.de.txt", "dict.en.txt", "train.de-en.de.idx", "valid.de-en.de.idx"):
+        (own / name).touch()
+    check = f'source "{RECIPES}/common.sh"; is_data_bin "$1" && echo yes || echo no'
+    for folder, expected in ((own, "yes"), (other, "no")):
+        result = run_cli("bash", "-c", check, "is_data_bin", folder, env={"PYTHON": sys.executable})
+        assert result.stdout.strip() == expected, folder
+    result = run_recipe("train-multi30k.sh", other, tmp_path / "save")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {other} is not a data-bin folder: it needs what fairseq-preprocess writes, "
+        "dict.*.txt and the train and valid splits (*.idx, *.bin); "
+        "the prepare-*.sh recipes make one"]
+
+
+def test_a_line_is_never_lost_where_the_output_is_cut():
+    """A pseudo-terminal ends lines with \\r\\n, and reads cut the stream anywhere: at every cut,
+    the summary after a bar is shown and every line that is no bar is logged."""
+    import io
+
+    from rdrop_tools.run_logged import View
+
+    bar = "epoch 001 | valid on 'valid' subset: 100%|####| 13/13 [00:20<00:00, 1.5it/s]"
+    info = ("2026-12-04 15:40:00 | INFO | valid | epoch 001 | valid on 'valid' subset | "
+            "loss 10.168 | nll_loss 9.765 | ppl 869.86 | bleu 0.01")
+    other = "2026-12-04 15:40:01 | INFO | fairseq.checkpoint_utils | saved checkpoint"
+    streams = [f"\r{bar}\r{' ' * 40}\r{info}\r\n{other}\r\n",
+               f"\r{bar}\r{' ' * 79}{info}\r\n{other}\r\n"]  # as fairseq's validation leaves it
+    for stream, cut in [(s, cut) for s in streams for cut in range(len(s) + 1)]:
+        out, log = io.StringIO(), io.StringIO()
+        view = View(out, log, terminal=True, width=80, verbose=False)
+        view.feed(stream[:cut])
+        view.feed(stream[cut:])
+        view.close()
+        shown = re.sub(r"\x1b\[K", "", out.getvalue()).replace("\r", "\n").split("\n")
+        assert "epoch 1 valid: loss 10.168, nll_loss 9.765, ppl 869.86, bleu 0.01" in shown, cut
+        assert log.getvalue().splitlines() == [info, other], cut
+
+
+def test_the_lines_worth_showing():
+    """Of a step's output the console shows the epoch summaries, the progress lines of
+    --log-format simple, fairseq-generate's count, the plugin's notes and the errors."""
+    from rdrop_tools.run_logged import summarize
+
+    stamp = "2026-12-04 16:05:16 | INFO"
+    shown = {
+        f"{stamp} | train | epoch 002 | loss 18.7 | nll_loss 8.4 | kl_loss 0.12 | ppl 355 | "
+        "wps 9 | wall 1701": "epoch 2 train: loss 18.7, nll_loss 8.4, kl_loss 0.12, ppl 355, "
+        "wall 1701",
+        f"{stamp} | train_inner | epoch 001:     50 / 94 loss=22.5, nll_loss=10.5, kl_loss=0.2, "
+        "ppl=1452, wps=300, lr=5e-05": "epoch 1: 50/94 batches, loss 22.5, nll_loss 10.5, "
+        "kl_loss 0.2, ppl 1452, lr 5e-05",
+        "INFO:fairseq_cli.generate:Translated 1,000 sentences (6,296 tokens) in 29.6s":
+            "Translated 1,000 sentences (6,296 tokens) in 29.6s",
+        "nothing to do: the checkpoint loaded is at update 282 (epoch 4), so --max-epoch is "
+        "reached": "nothing to do: the checkpoint loaded is at update 282 (epoch 4), so "
+        "--max-epoch is reached",
+        "fairseq-train: error: argument --lr: invalid float": "error: argument --lr: invalid float",
+        "error: data directory D does not exist": "error: data directory D does not exist",
+    }
+    for line, expected in shown.items():
+        assert summarize(line) == expected, line
+    for line in (f"{stamp} | fairseq.tasks.fairseq_task | creating new batches for epoch 1",
+                 "INFO:fairseq.tasks.translation:[de] dictionary: 8000 types",
+                 "  warnings.warn(", "usage: fairseq-train [-h]", "    raise UsageError(msg)"):
+        assert summarize(line) is None, line

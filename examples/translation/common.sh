@@ -18,13 +18,21 @@ if [ "$($PYTHON -c 'import torch; print(int(torch.cuda.is_available()))')" = 1 ]
 else
   ON_GPU=0; DEVICE_FLAGS=(--cpu)
 fi
+# is_data_bin DIR: DIR was made by a prepare-*.sh recipe (its .complete marker), or by one's own
+# fairseq-preprocess: dictionaries and the train and valid splits.
+is_data_bin() {
+  [ -e "$1/.complete" ] && return 0
+  compgen -G "$1/dict.*.txt" > /dev/null && compgen -G "$1/train.*.idx" > /dev/null \
+    && compgen -G "$1/valid.*.idx" > /dev/null
+}
 # train_setup DATA_BIN SAVE_DIR [--baseline] [options...] (a train recipe's arguments): checks
 # DATA_BIN, creates SAVE_DIR and sets data, save, method (R-Drop with alpha 5, or with --baseline
 # the stock task and criterion) and extra (the remaining fairseq-train options, which override).
 train_setup() {
   [ $# -ge 2 ] || die "usage: $0 DATA_BIN SAVE_DIR [--baseline] [fairseq-train options...]"
   data=$1 save=$2; shift 2
-  [ -e "$data/.complete" ] || die "$data is not a prepared data-bin folder (see the header of $0)"
+  is_data_bin "$data" || die "$data is not a data-bin folder: it needs what fairseq-preprocess" \
+    "writes, dict.*.txt and the train and valid splits (*.idx, *.bin); the prepare-*.sh recipes make one"
   method=(--task rdrop_translation --criterion label_smoothed_cross_entropy_rdrop --rdrop-alpha 5)
   extra=()
   local arg

@@ -41,7 +41,7 @@
 #   lower --max-update from the logged wps).
 #
 # Prepare here, once (the corpus: ../shared/data/multi30k-de-en or --data; a 14 MB data-bin and
-# about 25 MB of wheels, well under the 64 MiB a device run may carry):
+# about 23 MB of wheels, well under the 64 MiB a device run may carry):
 #   bash scripts/device/fetch-wheels.sh && bash examples/translation/prepare-multi30k.sh
 # Then on a CUDA machine without network that receives this checkout and carries the ignored
 # .whl and data-bin/multi30k-de-en (about 40 MB in all), with a 420 s time limit, returning the 3

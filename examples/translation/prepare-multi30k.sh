@@ -24,9 +24,13 @@ if [ -z "$data" ]; then
   data=$work/download
   mkdir -p "$data"
   url=https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw
+  echo "downloading Multi30k from $url"
   for f in train val test_2016_flickr; do for l in de en; do
-    echo "downloading $url/$f.$l.gz"
-    curl -fsSL "$url/$f.$l.gz" | gunzip > "$data/$f.$l" || die "download failed: $url/$f.$l.gz"
+    # curl's and gzip's own messages would only repeat this one line
+    { curl -fsSL --retry 2 "$url/$f.$l.gz" 2> /dev/null | gunzip > "$data/$f.$l" 2> /dev/null; } \
+      || die "could not download Multi30k ($url/$f.$l.gz; no network?): pass a folder with" \
+             "{train,val,test_2016_flickr}.{de,en} as --data DIR, or put those files in" \
+             "$SHARED_DATA/multi30k-de-en"
   done; done
 fi
 [ -d "$data" ] || die "--data $data: no such directory"

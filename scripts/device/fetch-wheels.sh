@@ -4,7 +4,7 @@
 # image's torch, triton, CUDA libraries and the packages in MACHINE_HAS stay as they are.
 # Versions as in requirements/lock.txt; antlr4-python3-runtime ships only as a source archive,
 # so its wheel is built here; setuptools builds the plugin there. install.sh installs from them.
-# Usage: bash scripts/device/fetch-wheels.sh   (needs pip and PyPI, about 25 MB; PYTHON: the
+# Usage: bash scripts/device/fetch-wheels.sh   (needs pip and PyPI, about 23 MB; PYTHON: the
 #   pip to use; MACHINE_HAS="": carry every wheel but torch's, about 95 MB)
 # The GPU image's packages (its package list), as far as the plugin and fairseq need them:
 default_machine_has="numpy scipy scikit-learn torchaudio cython lxml sacrebleu sentencepiece regex
