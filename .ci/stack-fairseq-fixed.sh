@@ -87,7 +87,7 @@ run generate.log "$venv/bin/fairseq-generate" bin --user-dir "$user_dir" \
 hyps=$(grep -c '^H-' generate.log || true)
 [ "$hyps" = "$(wc -l < raw/test.de)" ] || fail "generate: $hyps hypotheses for $(wc -l < raw/test.de) test sentences"
 step "2 processes"
-run distributed.log "$venv/bin/rdrop-train-distributed" --nproc 2 -- "${train[@]:1}" \
+run distributed.log "$venv/bin/python" "$root/tests/support/launcher.py" --nproc 2 -- "${train[@]:1}" \
     --save-dir save2 --max-update 20
 [ -f save2/checkpoint_last.pt ] || fail "2 processes: no checkpoint_last.pt"
 grep -q '^\[rank 1\]' distributed.log || fail "2 processes: no output of rank 1"

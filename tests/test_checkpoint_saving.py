@@ -28,7 +28,7 @@ from fairseq.trainer import Trainer
 import rdrop_fairseq  # noqa: F401  (installs the changes)
 from rdrop_fairseq import checkpoint_saving
 from rdrop_fairseq.errors import UsageError
-from support import BIN, run_cli
+from support import BIN, LAUNCHER, run_cli
 from support.tiny_model import build
 from support.training import curve, last_state, output, train_args
 
@@ -422,7 +422,7 @@ def test_sigterm_to_one_of_two_ranks_stops_both_at_the_same_update(data_bin, tmp
         "1000",
     )
     proc = subprocess.Popen(
-        [str(BIN / "rdrop-train-distributed"), "--nproc", "2", "--", *map(str, args)],
+        [*LAUNCHER, "--nproc", "2", "--", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -33,8 +33,8 @@ from omegaconf import OmegaConf
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, installs the loader)
 from rdrop_fairseq.criterion import LabelSmoothedCrossEntropyRDropCriterion as RDrop
 from rdrop_fairseq.errors import UsageError
-from rdrop_tools import train_distributed
-from support import BIN, run_cli
+from support import launcher
+from support import BIN, LAUNCHER, run_cli
 from support.tiny_model import build
 from support.training import curve, last_state, output, train_args
 
@@ -71,7 +71,7 @@ def test_two_gloo_processes_match_one_process_with_update_freq_2(data_bin, tmp_p
         )
     )
     ddp = run_cli(
-        BIN / "rdrop-train-distributed",
+        *LAUNCHER,
         "--nproc",
         "2",
         "--entry",
@@ -138,7 +138,7 @@ def test_launcher_commands_cpu_and_multi_node_gpu():
         master_port=1234,
         entry="fairseq-train",
     )
-    cpu = train_distributed.rank_commands(args, ["DATA", "--cpu"], use_cuda=False)
+    cpu = launcher.rank_commands(args, ["DATA", "--cpu"], use_cuda=False)
     assert cpu[1] == [
         "fairseq-train",
         "--distributed-backend",
@@ -158,7 +158,7 @@ def test_launcher_commands_cpu_and_multi_node_gpu():
         "0",
     ]
     args.nproc, args.nodes, args.node_rank, args.master_addr = 4, 2, 1, "node0"
-    gpu = train_distributed.rank_commands(args, ["DATA"], use_cuda=True)
+    gpu = launcher.rank_commands(args, ["DATA"], use_cuda=True)
     assert [c[c.index("--distributed-rank") + 1] for c in gpu] == ["4", "5", "6", "7"]
     assert [c[c.index("--device-id") + 1] for c in gpu] == ["0", "1", "2", "3"]
     assert all(c[c.index("--distributed-world-size") + 1] == "8" for c in gpu)
@@ -185,7 +185,7 @@ def start_launcher(tmp_path, failing_rank):
     script.write_text(FAKE_RANK)
     entry = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {failing_rank}"
     return subprocess.Popen(
-        [str(BIN / "rdrop-train-distributed"), "--nproc", "3", "--entry", entry, "--", "--cpu"],
+        [*LAUNCHER, "--nproc", "3", "--entry", entry, "--", "--cpu"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

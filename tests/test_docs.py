@@ -15,8 +15,11 @@ from support import BIN, ROOT, run_cli
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
-        ROOT / "benchmarks" / "README.md"]
+DOCS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "benchmarks" / "README.md",
+]
 
 
 def declared_tools():
@@ -65,9 +68,11 @@ def required_options(usage):
 
 
 def test_required_options_are_read_from_a_usage_line():
-    usage = ("usage: rdrop-x [-h] --data DATA_BIN [--ctranslate2 DIR]\n"
-             "               (--hyp HYP | --generate-log G)\n"
-             "               [--quantization [Q]] --output OUTPUT IN OUT -- ARGS")
+    usage = (
+        "usage: rdrop-x [-h] --data DATA_BIN [--ctranslate2 DIR]\n"
+        "               (--hyp HYP | --generate-log G)\n"
+        "               [--quantization [Q]] --output OUTPUT IN OUT -- ARGS"
+    )
     assert required_options(usage) == [{"--data"}, {"--hyp", "--generate-log"}, {"--output"}]
 
 
@@ -92,11 +97,15 @@ def documented_calls(text, tool):
 
 
 def test_documented_calls_are_found_in_code_and_prose():
-    text = ("Run `rdrop-x --input A\n--threads 2` or\n\n"
-            "```bash\nrdrop-x IN \\\n    --data D  # c\n```\n"
-            "| `rdrop-x IN IN` | a case |\n`rdrop-xy --a` and `rdrop-x` alone")
+    text = (
+        "Run `rdrop-x --input A\n--threads 2` or\n\n"
+        "```bash\nrdrop-x IN \\\n    --data D  # c\n```\n"
+        "| `rdrop-x IN IN` | a case |\n`rdrop-xy --a` and `rdrop-x` alone"
+    )
     assert documented_calls(text, "rdrop-x") == [
-        "rdrop-x IN --data D", "rdrop-x --input A --threads 2"]
+        "rdrop-x IN --data D",
+        "rdrop-x --input A --threads 2",
+    ]
 
 
 @pytest.mark.slow
@@ -126,7 +135,8 @@ def test_the_readme_benchmark_command_writes_the_file_it_links():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     pairs = re.findall(
         r"`(python benchmarks/run\.py[^`]*)`,?\s*\[[^\]]*\]\((benchmarks/results/[^)]+)\)",
-        " ".join(text.split()))
+        " ".join(text.split()),
+    )
     assert pairs, "the README no longer quotes a benchmark command beside its table"
     for command, link in pairs:
         args = command.split()
@@ -140,6 +150,7 @@ def test_the_readme_benchmark_command_writes_the_file_it_links():
 
 
 # -- environment variables -----------------------------------------------------------------------
+
 
 def python_with(env, code):
     """``code``'s stdout in a fresh interpreter that has ``env`` (the variables are read at
@@ -166,8 +177,10 @@ def test_traceback_variable(monkeypatch, capsys, value, on):
 
 @pytest.mark.parametrize("value, on", [("1", True), ("0", False)])
 def test_trust_checkpoints_variable(value, on):
-    policy = python_with({"RDROP_TRUST_CHECKPOINTS": value},
-                         "from rdrop_fairseq import checkpoint_loading as c; print(c.policy())")
+    policy = python_with(
+        {"RDROP_TRUST_CHECKPOINTS": value},
+        "from rdrop_fairseq import checkpoint_loading as c; print(c.policy())",
+    )
     assert policy.startswith("full unpickler (RDROP_TRUST_CHECKPOINTS=1") == on, policy
 
 
@@ -178,7 +191,8 @@ def test_no_fixes_variable(value, on):
         {"RDROP_FAIRSEQ_NO_FIXES": value},
         "import rdrop_fairseq\nfrom fairseq import checkpoint_utils\n"
         "from rdrop_fairseq.fairseq_fixes import MARK\n"
-        "print(hasattr(checkpoint_utils.load_checkpoint, MARK))")
+        "print(hasattr(checkpoint_utils.load_checkpoint, MARK))",
+    )
     assert changed == str(not on)
 
 
@@ -194,6 +208,7 @@ def test_documented_variables_take_one():
 
 # -- the README's option table -------------------------------------------------------------------
 
+
 def option_rows():
     """{--rdrop-option: (its header cell, its meaning cell)} of the README's option table."""
     rows = {}
@@ -205,8 +220,11 @@ def option_rows():
 
 
 def documented_default(meaning):
-    for pattern in (r"\(default:? `?([\w.]+)`?[;,)]", r"[Dd]efault:? `?([\w.]+)`?[;,.]",
-                    r"`([\w.]+)` \(default\)"):
+    for pattern in (
+        r"\(default:? `?([\w.]+)`?[;,)]",
+        r"[Dd]efault:? `?([\w.]+)`?[;,.]",
+        r"`([\w.]+)` \(default\)",
+    ):
         match = re.search(pattern, meaning)
         if match:
             return match[1]
@@ -249,8 +267,12 @@ def test_option_defaults_are_read_from_the_table():
 def test_plain_python_import_leaves_the_excepthook_alone():
     """The docs: a plain `import rdrop_fairseq` in a program leaves sys.excepthook as it is."""
     code = "import sys, rdrop_fairseq; print(sys.excepthook is sys.__excepthook__)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "True"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "True"
+    )
 
 
 @pytest.mark.slow
@@ -258,30 +280,47 @@ def test_skips_are_counted_by_reason_in_one_line(tmp_path):
     """The README: without ../shared/data the real-text tests skip, "with one line saying how
     many"; that line counts every skip by reason."""
     missing = tmp_path / "no-shared-data"
-    proc = run_cli(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                   str(ROOT / "tests" / "test_recipes.py"), "-k", "real_", check=False,
-                   env={"SHARED_DATA": str(missing)})
+    proc = run_cli(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(ROOT / "tests" / "test_recipes.py"),
+        "-k",
+        "real_",
+        check=False,
+        env={"SHARED_DATA": str(missing)},
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
     summary = [line for line in proc.stdout.splitlines() if line.startswith("skipped, by reason:")]
     assert summary == [f"skipped, by reason: 2 x {missing} not present"], proc.stdout[-2000:]
 
 
-@pytest.mark.parametrize("module, args", [
-    ("export_checkpoint", ["IN.pt", "OUT.pt", "--data", "."]),
-    ("average_checkpoints", ["--inputs", "IN.pt", "--output", "OUT.pt"]),
-])
+@pytest.mark.parametrize(
+    "module, args",
+    [
+        ("export_checkpoint", ["IN.pt", "OUT.pt", "--data", "."]),
+        ("average_checkpoints", ["--inputs", "IN.pt", "--output", "OUT.pt"]),
+    ],
+)
 def test_tools_without_fairseq_say_so_in_one_line(tmp_path, module, args):
     """The README: without fairseq the plugin "says in one line if there is none"; so do the
     tools that load checkpoints through it."""
     (tmp_path / "IN.pt").write_bytes(b"")
-    code = ("import sys; sys.modules['fairseq'] = None\n"  # as if fairseq were not installed
-            f"from rdrop_tools.{module} import main\nsys.exit(main({args!r}))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    code = (
+        "import sys; sys.modules['fairseq'] = None\n"  # as if fairseq were not installed
+        f"from rdrop_tools.{module} import main\nsys.exit(main({args!r}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "error: rdrop-fairseq needs fairseq >= 0.12.2, which is not installed: pip install "
-        "'rdrop-fairseq[fairseq]' (a new environment) or pip install fairseq-fixed (Python 3.12)"]
+        "'rdrop-fairseq[fairseq]' (a new environment) or pip install fairseq-fixed (Python 3.12)"
+    ]
     assert not (tmp_path / "OUT.pt").exists()
 
 
@@ -300,9 +339,20 @@ def test_pytest_filters_only_third_party_deprecations():
     def hidden(name):
         return any(re.match(module, name) for module in modules)
 
-    for name in ("fairseq.models.transformer", "fairseq_cli.train", "torch.jit._script",
-                 "hydra._internal.utils", "omegaconf.omegaconf"):
+    for name in (
+        "fairseq.models.transformer",
+        "fairseq_cli.train",
+        "torch.jit._script",
+        "hydra._internal.utils",
+        "omegaconf.omegaconf",
+    ):
         assert hidden(name), name
-    for name in ("rdrop_fairseq.criterion", "rdrop_tools.evaluate", "test_docs", "support",
-                 "torchaudio_like_but_ours", "fairseqx"):
+    for name in (
+        "rdrop_fairseq.criterion",
+        "rdrop_tools.evaluate",
+        "test_docs",
+        "support",
+        "torchaudio_like_but_ours",
+        "fairseqx",
+    ):
         assert not hidden(name), name

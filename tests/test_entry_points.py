@@ -30,8 +30,11 @@ def test_every_console_script_is_a_callable_main():
 
 
 def test_installed_commands_are_the_declared_ones():
-    installed = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")
-                 if ep.dist is not None and ep.dist.name == "rdrop-fairseq"}
+    installed = {
+        ep.name: ep.value
+        for ep in importlib.metadata.entry_points(group="console_scripts")
+        if ep.dist is not None and ep.dist.name == "rdrop-fairseq"
+    }
     assert installed == declared_scripts(), "reinstall: bash scripts/setup-venv.sh"
     for name in installed:
         assert (BIN / name).is_file(), name

@@ -13,7 +13,12 @@ from support import ROOT, SHARED_DATA, run_cli, shared
 RECIPES = ROOT / "examples" / "translation"
 IWSLT = SHARED_DATA / "iwslt14-de-en"
 WMT = SHARED_DATA / "wmt14-en-de"
-IWSLT_TESTS = ["IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010", "IWSLT14.TED.tst2011"]
+IWSLT_TESTS = [
+    "IWSLT14.TED.dev2010",
+    "IWSLT14.TEDX.dev2012",
+    "IWSLT14.TED.tst2010",
+    "IWSLT14.TED.tst2011",
+]
 
 
 def run_recipe(name, *args):
@@ -46,7 +51,7 @@ def synthetic_iwslt_tests(corpus):
     """{IWSLT14 test set: its pairs}: the synthetic valid split shared by the four dev/test sets
     that precede tst2012, and the synthetic test split as tst2012."""
     valid = corpus.pairs["valid"]
-    tests = {name: valid[5 * i:5 * i + 5] for i, name in enumerate(IWSLT_TESTS)}
+    tests = {name: valid[5 * i : 5 * i + 5] for i, name in enumerate(IWSLT_TESTS)}
     return {**tests, "IWSLT14.TED.tst2012": corpus.pairs["test"]}
 
 
@@ -57,10 +62,17 @@ def iwslt_orig(corpus, tmp_path):
     orig = tmp_path / "orig"
     orig.mkdir()
     for lang in ("de", "en"):
-        header = ["<url>http://www.ted.com/talks/a.html</url>", "<keywords>talks</keywords>",
-                  "<talkid>1</talkid>", f"<title>Title {lang}</title>", f"<description>About {lang}</description>"]
+        header = [
+            "<url>http://www.ted.com/talks/a.html</url>",
+            "<keywords>talks</keywords>",
+            "<talkid>1</talkid>",
+            f"<title>Title {lang}</title>",
+            f"<description>About {lang}</description>",
+        ]
         train = [getattr(p, lang) for p in corpus.pairs["train"]]
-        (orig / f"train.tags.de-en.{lang}").write_text("\n".join(header + train) + "\n", encoding="utf-8")
+        (orig / f"train.tags.de-en.{lang}").write_text(
+            "\n".join(header + train) + "\n", encoding="utf-8"
+        )
         for name, pairs in synthetic_iwslt_tests(corpus).items():
             write_xml(orig / f"{name}.de-en.{lang}.xml", [getattr(p, lang) for p in pairs])
     return orig
@@ -68,7 +80,9 @@ def iwslt_orig(corpus, tmp_path):
 
 def test_prepare_iwslt14(iwslt_orig, corpus, tmp_path):
     out = tmp_path / "data-bin" / "iwslt14"
-    result = run_recipe("prepare-iwslt14.sh", "--orig", iwslt_orig, "--out", out, "--bpe-tokens", 300)
+    result = run_recipe(
+        "prepare-iwslt14.sh", "--orig", iwslt_orig, "--out", out, "--bpe-tokens", 300
+    )
     assert result.returncode == 0, result.stderr
     assert_binarized(out, "de", "en")
     for lang in ("de", "en"):
@@ -76,8 +90,11 @@ def test_prepare_iwslt14(iwslt_orig, corpus, tmp_path):
         assert len(valid) == (len(train) + len(valid)) // 23 and train[0] == f"title {lang}"
         tokenized = [p.tokenized(lang, lowercase=True) for p in corpus.pairs["train"]]
         assert sorted(train + valid) == sorted([f"title {lang}", f"about {lang}", *tokenized])
-        expected = [p.tokenized(lang, lowercase=True)
-                    for pairs in synthetic_iwslt_tests(corpus).values() for p in pairs]
+        expected = [
+            p.tokenized(lang, lowercase=True)
+            for pairs in synthetic_iwslt_tests(corpus).values()
+            for p in pairs
+        ]
         assert lines(out / "tmp" / f"test.{lang}") == expected
     assert (out / "spm.model").exists()
 
@@ -91,20 +108,37 @@ def test_prepare_iwslt14_real_test_sets_match_fairseq(iwslt_orig, tmp_path):
             real.unlink()
             real.symlink_to(IWSLT / "orig" / real.name)
     out = tmp_path / "data-bin" / "iwslt14"
-    result = run_recipe("prepare-iwslt14.sh", "--orig", iwslt_orig, "--out", out, "--bpe-tokens", 500)
+    result = run_recipe(
+        "prepare-iwslt14.sh", "--orig", iwslt_orig, "--out", out, "--bpe-tokens", 500
+    )
     assert result.returncode == 0, result.stderr
     assert_binarized(out, "de", "en")
     for lang in ("de", "en"):
-        expected = [line for name in IWSLT_TESTS for line in lines(IWSLT / "reference-tokenized" / f"{name}.de-en.{lang}")]
+        expected = [
+            line
+            for name in IWSLT_TESTS
+            for line in lines(IWSLT / "reference-tokenized" / f"{name}.de-en.{lang}")
+        ]
         test = lines(out / "tmp" / f"test.{lang}")
         assert len(test) == len(expected) + 20
-        assert test[:len(expected)] == expected
+        assert test[: len(expected)] == expected
 
 
 def write_sgm(path, root, sentences):
     segs = [f'<seg id="{i}">{line}</seg>' for i, line in enumerate(sentences, 1)]
-    path.write_text("\n".join([root, '<doc sysid="ref" docid="1" genre="news" origlang="de">', *segs,
-                               "</doc>", root.replace("<", "</").split()[0] + ">"]) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(
+            [
+                root,
+                '<doc sysid="ref" docid="1" genre="news" origlang="de">',
+                *segs,
+                "</doc>",
+                root.replace("<", "</").split()[0] + ">",
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
 
 
 @pytest.fixture
@@ -115,24 +149,43 @@ def wmt_orig(corpus, tmp_path):
     orig.mkdir()
     for lang, kind in (("en", "src"), ("de", "ref")):
         root = f'<{kind}set setid="newstest2014" srclang="any">'
-        write_sgm(orig / f"newstest2014-deen-{kind}.{lang}.sgm", root, [getattr(p, lang) for p in corpus.pairs["test"]])
+        write_sgm(
+            orig / f"newstest2014-deen-{kind}.{lang}.sgm",
+            root,
+            [getattr(p, lang) for p in corpus.pairs["test"]],
+        )
         for split, prefix in (("train", "train-sample.tok"), ("valid", "newstest2012.tok")):
-            text = "".join(p.tokenized(lang, aggressive_dash=True) + "\n" for p in corpus.pairs[split])
+            text = "".join(
+                p.tokenized(lang, aggressive_dash=True) + "\n" for p in corpus.pairs[split]
+            )
             (orig / f"{prefix}.{lang}").write_text(text, encoding="utf-8")
     return orig
 
 
 def test_prepare_wmt14_partial_data(wmt_orig, corpus, tmp_path):
     out = tmp_path / "wmt14"
-    result = run_recipe("prepare-wmt14en2de.sh", "--orig", wmt_orig, "--out", out, "--vocab-size", 300,
-                        "--train-tok", wmt_orig / "train-sample.tok", "--valid-tok", wmt_orig / "newstest2012.tok")
+    result = run_recipe(
+        "prepare-wmt14en2de.sh",
+        "--orig",
+        wmt_orig,
+        "--out",
+        out,
+        "--vocab-size",
+        300,
+        "--train-tok",
+        wmt_orig / "train-sample.tok",
+        "--valid-tok",
+        wmt_orig / "newstest2012.tok",
+    )
     assert result.returncode == 0, result.stderr
     assert_binarized(out, "en", "de")
     test = corpus.pairs["test"]
     assert lines(out / "raw" / "test.de") == [p.de for p in test]
     tokenized = lines(out / "tmp" / "test.de")
     assert tokenized == [p.tokenized("de", aggressive_dash=True) for p in test]
-    assert any(" @-@ " in line for line in tokenized) and any("&quot;" in line for line in tokenized)
+    assert any(" @-@ " in line for line in tokenized) and any(
+        "&quot;" in line for line in tokenized
+    )
     assert lines(out / "tmp" / "train.en") == lines(wmt_orig / "train-sample.tok.en")
     assert 0 < len(lines(out / "train.en")) <= 1000
 
@@ -142,8 +195,19 @@ def test_prepare_wmt14_real_newstest2014(tmp_path):
     """The official newstest2014 SGML and the real partial train data."""
     shared("wmt14-en-de")
     out = tmp_path / "wmt14"
-    result = run_recipe("prepare-wmt14en2de.sh", "--orig", WMT, "--out", out, "--vocab-size", 2000,
-                        "--train-tok", WMT / "train-sample.tok", "--valid-tok", WMT / "newstest2012.tok")
+    result = run_recipe(
+        "prepare-wmt14en2de.sh",
+        "--orig",
+        WMT,
+        "--out",
+        out,
+        "--vocab-size",
+        2000,
+        "--train-tok",
+        WMT / "train-sample.tok",
+        "--valid-tok",
+        WMT / "newstest2012.tok",
+    )
     assert result.returncode == 0, result.stderr
     assert_binarized(out, "en", "de")
     raw = lines(out / "raw" / "test.de")
@@ -160,11 +224,21 @@ def test_missing_input_file(iwslt_orig, wmt_orig, tmp_path):
     out = tmp_path / "out"
     result = run_recipe("prepare-iwslt14.sh", "--orig", iwslt_orig, "--out", out)
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == f"error: missing file: {iwslt_orig}/IWSLT14.TED.tst2011.de-en.en.xml"
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == f"error: missing file: {iwslt_orig}/IWSLT14.TED.tst2011.de-en.en.xml"
+    )
     assert not out.exists()
 
-    result = run_recipe("prepare-wmt14en2de.sh", "--orig", wmt_orig, "--out", out,
-                        "--train-tok", wmt_orig / "train-sample.tok")
+    result = run_recipe(
+        "prepare-wmt14en2de.sh",
+        "--orig",
+        wmt_orig,
+        "--out",
+        out,
+        "--train-tok",
+        wmt_orig / "train-sample.tok",
+    )
     assert result.returncode != 0
     assert "error: missing file: newstest2013.en" in result.stderr
     assert not out.exists()
@@ -175,7 +249,10 @@ def test_mismatched_line_counts(iwslt_orig, tmp_path):
     train_en.write_text(train_en.read_text(encoding="utf-8") + "one more line\n", encoding="utf-8")
     result = run_recipe("prepare-iwslt14.sh", "--orig", iwslt_orig, "--out", tmp_path / "out")
     assert result.returncode != 0
-    assert "train.tags.de-en.de: 1005" in result.stderr and "train.tags.de-en.en: 1006" in result.stderr
+    assert (
+        "train.tags.de-en.de: 1005" in result.stderr
+        and "train.tags.de-en.en: 1006" in result.stderr
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -184,15 +261,21 @@ def test_invalid_utf8_leaves_no_output(iwslt_orig, tmp_path):
     bad = iwslt_orig / "IWSLT14.TED.tst2012.de-en.en.xml"
     bad.write_bytes(bad.read_bytes() + b'<seg id="99"> caf\xe9 </seg>\n')
     out = tmp_path / "data-bin" / "out"
-    result = run_recipe("prepare-iwslt14.sh", "--orig", iwslt_orig, "--out", out, "--bpe-tokens", 300)
+    result = run_recipe(
+        "prepare-iwslt14.sh", "--orig", iwslt_orig, "--out", out, "--bpe-tokens", 300
+    )
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {bad}: line 23 is not valid UTF-8")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: {bad}: line 23 is not valid UTF-8")
+    )
     assert list((tmp_path / "data-bin").iterdir()) == []
 
 
 # -- the quick start's console: short on a terminal, plain elsewhere, the whole output in logs --
 
-FAKE_TRAIN = r'''
+FAKE_TRAIN = r"""
 import logging, sys, time, warnings
 from tqdm import tqdm
 logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
@@ -220,7 +303,7 @@ for epoch in (1, 2, 3):
     logging.getLogger("train").info(
         f"epoch {epoch:03d} | loss 9.1 | nll_loss 8.2 | kl_loss 0.3 | ppl 300 | wps 1000 | wall 50")
 sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
-'''
+"""
 
 
 def run_logged(tmp_path, *fake_args, terminal, verbose=False, width=80):
@@ -236,8 +319,18 @@ def run_logged(tmp_path, *fake_args, terminal, verbose=False, width=80):
     fake = tmp_path / "fake_train.py"
     fake.write_text(FAKE_TRAIN, encoding="utf-8")
     log = tmp_path / "train.log"
-    command = [sys.executable, "-m", "rdrop_tools.run_logged", "--log", str(log),
-               *(["--verbose"] if verbose else []), "--", sys.executable, str(fake), *fake_args]
+    command = [
+        sys.executable,
+        "-m",
+        "rdrop_tools.run_logged",
+        "--log",
+        str(log),
+        *(["--verbose"] if verbose else []),
+        "--",
+        sys.executable,
+        str(fake),
+        *fake_args,
+    ]
     if not terminal:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
         return proc.stdout + proc.stderr, log.read_text(encoding="utf-8"), proc.returncode
@@ -303,17 +396,29 @@ def test_a_failed_step_names_its_log(tmp_path):
     out, log, status = run_logged(tmp_path, "3", terminal=False)
     assert status == 3
     last = out.strip().splitlines()[-1]
-    assert last == ("error: fake_train.py stopped with exit status 3; "
-                    f"the whole output is in {tmp_path / 'train.log'}")
+    assert last == (
+        "error: fake_train.py stopped with exit status 3; "
+        f"the whole output is in {tmp_path / 'train.log'}"
+    )
 
 
 def test_quickstart_without_corpus_or_network_is_one_line(tmp_path):
     """No --data, no SHARED_DATA/multi30k-de-en and no network (a proxy that refuses): one
     line naming both ways out, without curl's or gzip's messages."""
-    no_network = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-                  "ALL_PROXY": "http://127.0.0.1:9", "SHARED_DATA": str(tmp_path / "shared")}
-    result = run_cli("bash", RECIPES / "quickstart.sh", "--work", tmp_path / "work", check=False,
-                     env={"PYTHON": sys.executable, **no_network})
+    no_network = {
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "ALL_PROXY": "http://127.0.0.1:9",
+        "SHARED_DATA": str(tmp_path / "shared"),
+    }
+    result = run_cli(
+        "bash",
+        RECIPES / "quickstart.sh",
+        "--work",
+        tmp_path / "work",
+        check=False,
+        env={"PYTHON": sys.executable, **no_network},
+    )
     assert result.returncode != 0
     errors = result.stderr.strip().splitlines()
     assert len(errors) == 1, result.stderr
@@ -340,7 +445,8 @@ def test_train_recipes_take_a_data_bin_of_ones_own(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: {other} is not a data-bin folder: it needs what fairseq-preprocess writes, "
         "dict.*.txt and the train and valid splits (*.idx, *.bin); "
-        "the prepare-*.sh recipes make one"]
+        "the prepare-*.sh recipes make one"
+    ]
 
 
 def test_a_line_is_never_lost_where_the_output_is_cut():
@@ -351,11 +457,15 @@ def test_a_line_is_never_lost_where_the_output_is_cut():
     from rdrop_tools.run_logged import View
 
     bar = "epoch 001 | valid on 'valid' subset: 100%|####| 13/13 [00:20<00:00, 1.5it/s]"
-    info = ("2026-12-04 15:40:00 | INFO | valid | epoch 001 | valid on 'valid' subset | "
-            "loss 10.168 | nll_loss 9.765 | ppl 869.86 | bleu 0.01")
+    info = (
+        "2026-12-04 15:40:00 | INFO | valid | epoch 001 | valid on 'valid' subset | "
+        "loss 10.168 | nll_loss 9.765 | ppl 869.86 | bleu 0.01"
+    )
     other = "2026-12-04 15:40:01 | INFO | fairseq.checkpoint_utils | saved checkpoint"
-    streams = [f"\r{bar}\r{' ' * 40}\r{info}\r\n{other}\r\n",
-               f"\r{bar}\r{' ' * 79}{info}\r\n{other}\r\n"]  # as fairseq's validation leaves it
+    streams = [
+        f"\r{bar}\r{' ' * 40}\r{info}\r\n{other}\r\n",
+        f"\r{bar}\r{' ' * 79}{info}\r\n{other}\r\n",
+    ]  # as fairseq's validation leaves it
     for stream, cut in [(s, cut) for s in streams for cut in range(len(s) + 1)]:
         out, log = io.StringIO(), io.StringIO()
         view = View(out, log, terminal=True, width=80, verbose=False)
@@ -380,8 +490,7 @@ def test_the_lines_worth_showing():
         f"{stamp} | train_inner | epoch 001:     50 / 94 loss=22.5, nll_loss=10.5, kl_loss=0.2, "
         "ppl=1452, wps=300, lr=5e-05": "epoch 1: 50/94 batches, loss 22.5, nll_loss 10.5, "
         "kl_loss 0.2, ppl 1452, lr 5e-05",
-        "INFO:fairseq_cli.generate:Translated 1,000 sentences (6,296 tokens) in 29.6s":
-            "Translated 1,000 sentences (6,296 tokens) in 29.6s",
+        "INFO:fairseq_cli.generate:Translated 1,000 sentences (6,296 tokens) in 29.6s": "Translated 1,000 sentences (6,296 tokens) in 29.6s",
         "nothing to do: the checkpoint loaded is at update 282 (epoch 4), so --max-epoch is "
         "reached": "nothing to do: the checkpoint loaded is at update 282 (epoch 4), so "
         "--max-epoch is reached",
@@ -390,7 +499,11 @@ def test_the_lines_worth_showing():
     }
     for line, expected in shown.items():
         assert summarize(line) == expected, line
-    for line in (f"{stamp} | fairseq.tasks.fairseq_task | creating new batches for epoch 1",
-                 "INFO:fairseq.tasks.translation:[de] dictionary: 8000 types",
-                 "  warnings.warn(", "usage: fairseq-train [-h]", "    raise UsageError(msg)"):
+    for line in (
+        f"{stamp} | fairseq.tasks.fairseq_task | creating new batches for epoch 1",
+        "INFO:fairseq.tasks.translation:[de] dictionary: 8000 types",
+        "  warnings.warn(",
+        "usage: fairseq-train [-h]",
+        "    raise UsageError(msg)",
+    ):
         assert summarize(line) is None, line

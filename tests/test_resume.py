@@ -25,7 +25,7 @@ import torch
 from fairseq import checkpoint_utils
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, installs the loader)
-from support import BIN, run_cli
+from support import BIN, LAUNCHER, run_cli
 from support.training import curve, last_state, output, train_args
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # a 16-dim model: threads only add contention
@@ -140,7 +140,7 @@ def test_two_process_run_resumes_as_if_never_stopped(data_bin, tmp_path):
     def train(save, updates):
         return output(
             run_cli(
-                BIN / "rdrop-train-distributed",
+                *LAUNCHER,
                 "--nproc",
                 "2",
                 "--",

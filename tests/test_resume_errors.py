@@ -20,8 +20,7 @@ def last_line(text):
 def trained(data_bin, tmp_path_factory):
     """A 10-update run with interval checkpoints (checkpoint_1_5.pt, checkpoint_1_10.pt)."""
     save = tmp_path_factory.mktemp("trained")
-    run_cli(BIN / "fairseq-train", *train_args(data_bin, save, 10, "--save-interval-updates",
-                                                "5"))
+    run_cli(BIN / "fairseq-train", *train_args(data_bin, save, 10, "--save-interval-updates", "5"))
     return save
 
 
@@ -40,11 +39,14 @@ def test_resuming_another_architecture_says_how_to_start_fresh(trained, data_bin
         rf"error: cannot resume from {re.escape(str(save))}/checkpoint_last\.pt: its model is "
         r"not the one this command line builds \(another --arch, model size or dictionary size; "
         r"size mismatch for encoder\.layers\.0\.fc1\.weight: .*\); to start a new run, use a "
-        r"new --save-dir .*", line), line
+        r"new --save-dir .*",
+        line,
+    ), line
 
 
 def test_a_damaged_checkpoint_last_names_the_checkpoints_to_resume_from(
-        trained, data_bin, tmp_path):
+    trained, data_bin, tmp_path
+):
     save = tmp_path / "save"
     shutil.copytree(trained, save)
     last = save / "checkpoint_last.pt"
@@ -54,7 +56,9 @@ def test_a_damaged_checkpoint_last_names_the_checkpoints_to_resume_from(
         rf"error: checkpoint {re.escape(str(last))} is truncated or corrupt \(a damaged zip "
         rf"archive\); resume from an older checkpoint with --restore-file "
         rf"{re.escape(str(save))}/checkpoint_best\.pt or --restore-file "
-        rf"{re.escape(str(save))}/checkpoint_1_10\.pt \(given once: .*\)", line), line
+        rf"{re.escape(str(save))}/checkpoint_1_10\.pt \(given once: .*\)",
+        line,
+    ), line
 
 
 def test_a_symbol_listed_twice_in_a_dictionary_is_one_line(data_bin, tmp_path):
@@ -65,10 +69,12 @@ def test_a_symbol_listed_twice_in_a_dictionary_is_one_line(data_bin, tmp_path):
     path.write_text("".join(lines + [lines[4]]), encoding="utf-8")
     word = lines[4].split()[0]
     line = fails(*train_args(data, tmp_path / "save", 2))
-    assert line == (f"error: dictionary {path}: the symbol {word!r} is on lines 5 and "
-                    f"{len(lines) + 1}; every symbol must appear once: remove the second line "
-                    "(and binarize the data again with fairseq-preprocess if it used this "
-                    "dictionary), or mark it with #fairseq:overwrite")
+    assert line == (
+        f"error: dictionary {path}: the symbol {word!r} is on lines 5 and "
+        f"{len(lines) + 1}; every symbol must appear once: remove the second line "
+        "(and binarize the data again with fairseq-preprocess if it used this "
+        "dictionary), or mark it with #fairseq:overwrite"
+    )
 
 
 def test_validation_sentences_longer_than_the_model_takes_say_what_helps(data_bin, tmp_path):
@@ -77,8 +83,12 @@ def test_validation_sentences_longer_than_the_model_takes_say_what_helps(data_bi
     assert re.fullmatch(
         r"error: \d+ sentences of 'valid' are longer than the model takes \(sentence \d+: "
         r"\(\d+, \d+\) tokens, limits \(8, 8\): --max-source-positions, --max-target-positions\): "
-        r"--skip-invalid-size-inputs-valid-test leaves them out .*", line), line
+        r"--skip-invalid-size-inputs-valid-test leaves them out .*",
+        line,
+    ), line
     # what the line says helps does help
-    proc = run_cli(BIN / "fairseq-train", *train_args(
-        data_bin, tmp_path / "b", 2, *short, "--skip-invalid-size-inputs-valid-test"))
+    proc = run_cli(
+        BIN / "fairseq-train",
+        *train_args(data_bin, tmp_path / "b", 2, *short, "--skip-invalid-size-inputs-valid-test"),
+    )
     assert "done training" in output(proc)

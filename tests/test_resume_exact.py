@@ -17,7 +17,7 @@ from fairseq import trainer
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, installs the fixes)
 from rdrop_fairseq import resume
-from support import BIN, run_cli
+from support import BIN, LAUNCHER, run_cli
 from support.tiny_model import build
 from support.training import last_state, output, train_args
 
@@ -32,7 +32,7 @@ def train(data, save, updates, *extra, processes=1):
         return output(run_cli(BIN / "fairseq-train", *args, env=ONE_THREAD))
     return output(
         run_cli(
-            BIN / "rdrop-train-distributed",
+            *LAUNCHER,
             "--nproc",
             str(processes),
             "--",

@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
 USER_DIR = str(ROOT / "rdrop_fairseq")
 BIN = Path(sys.executable).parent
+#: the tests' multi-process launcher (support/launcher.py), as a command
+LAUNCHER = [sys.executable, str(ROOT / "tests" / "support" / "launcher.py")]
 NO_SHARED_DATA = "shared data not present"
 
 

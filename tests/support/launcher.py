@@ -1,6 +1,7 @@
-"""Multi-process (multi-GPU, multi-node, or CPU) fairseq training: one fairseq-train per local rank.
+"""The tests' multi-process fairseq training on the CPU (fairseq itself spawns only per GPU): one
+fairseq-train per local rank.
 
-  rdrop-train-distributed --nproc N [--nodes M --node-rank R
+  python tests/support/launcher.py --nproc N [--nodes M --node-rank R
       --master-addr HOST --master-port PORT] -- DATA --user-dir USER_DIR ...
 
 Every process gets ``--distributed-world-size N*M --distributed-rank R*N+i
@@ -40,15 +41,30 @@ def rank_commands(args, train_args, use_cuda):
     """The command line of every local rank of this node."""
     world = args.nodes * args.nproc
     init = f"tcp://{args.master_addr}:{args.master_port}"
-    backend = ["--distributed-backend", "nccl"] if use_cuda else [
-        "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
+    backend = (
+        ["--distributed-backend", "nccl"]
+        if use_cuda
+        else ["--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
+    )
     commands = []
     for local_rank in range(args.nproc):
         rank = args.node_rank * args.nproc + local_rank
-        commands.append(shlex.split(args.entry) + backend + list(train_args) + [
-            "--distributed-world-size", str(world), "--distributed-rank", str(rank),
-            "--distributed-init-method", init, "--distributed-no-spawn",
-            "--device-id", str(local_rank if use_cuda else 0)])
+        commands.append(
+            shlex.split(args.entry)
+            + backend
+            + list(train_args)
+            + [
+                "--distributed-world-size",
+                str(world),
+                "--distributed-rank",
+                str(rank),
+                "--distributed-init-method",
+                init,
+                "--distributed-no-spawn",
+                "--device-id",
+                str(local_rank if use_cuda else 0),
+            ]
+        )
     return commands
 
 
@@ -67,20 +83,28 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
-        usage="%(prog)s --nproc N [options] -- DATA [fairseq-train options...]")
+        usage="%(prog)s --nproc N [options] -- DATA [fairseq-train options...]",
+    )
     parser.add_argument("--nproc", type=int, required=True, help="processes (GPUs) on this node")
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--node-rank", type=int, default=0)
     parser.add_argument("--master-addr", default="127.0.0.1", help="host of node 0")
-    parser.add_argument("--master-port", type=int, default=None,
-                        help="free TCP port on node 0 (default: any free one; required with --nodes > 1)")
-    parser.add_argument("--entry", default=default_entry(),
-                        help="command that trains (default: fairseq-train of this Python)")
+    parser.add_argument(
+        "--master-port",
+        type=int,
+        default=None,
+        help="free TCP port on node 0 (default: any free one; required with --nodes > 1)",
+    )
+    parser.add_argument(
+        "--entry",
+        default=default_entry(),
+        help="command that trains (default: fairseq-train of this Python)",
+    )
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])  # --help works without --
     if split == len(argv):
         parser.error("put the fairseq-train arguments after -- (e.g. -- DATA --user-dir ...)")
-    train_args = argv[split + 1:]
+    train_args = argv[split + 1 :]
     if args.nproc < 1 or args.nodes < 1 or not 0 <= args.node_rank < args.nodes:
         parser.error("need --nproc >= 1, --nodes >= 1 and 0 <= --node-rank < --nodes")
     if args.master_port is None:
@@ -99,8 +123,9 @@ def main(argv=None):
 
     procs, pumps = [], []
     for local_rank, command in enumerate(rank_commands(args, train_args, use_cuda)):
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                start_new_session=True)  # signals reach ranks only through us
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
+        )  # signals reach ranks only through us
         prefix = f"[rank {args.node_rank * args.nproc + local_rank}] ".encode()
         for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
             pumps.append(threading.Thread(target=pump, args=(stream, out, prefix), daemon=True))
