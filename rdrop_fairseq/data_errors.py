@@ -43,12 +43,16 @@ def _duplicate_symbol_in_one_line(add_from_file):
             if not (isinstance(f, str) and str(e).startswith(DUPLICATE)):
                 raise
             found = _duplicate(f)
-            where = (f"the symbol {found[0]!r} is on lines {found[1]} and {found[2]}" if found
-                     else str(e).split(". ")[0])
+            where = (
+                f"the symbol {found[0]!r} is on lines {found[1]} and {found[2]}"
+                if found
+                else str(e).split(". ")[0]
+            )
             raise UsageError(
                 f"dictionary {f}: {where}; every symbol must appear once: remove the second line "
                 "(and binarize the data again with fairseq-preprocess if it used this "
-                "dictionary), or mark it with #fairseq:overwrite") from e
+                "dictionary), or mark it with #fairseq:overwrite"
+            ) from e
 
     return wrapper
 
@@ -57,13 +61,15 @@ def _too_long_in_one_line(filter_indices_by_size):
     @functools.wraps(filter_indices_by_size)
     def wrapper(self, indices, dataset, max_positions=None, ignore_invalid_inputs=False):
         try:
-            return filter_indices_by_size(self, indices, dataset, max_positions,
-                                          ignore_invalid_inputs)
+            return filter_indices_by_size(
+                self, indices, dataset, max_positions, ignore_invalid_inputs
+            )
         except Exception as e:
             if not str(e).startswith(TOO_LONG) or ignore_invalid_inputs:
                 raise
-            split = next((name for name, d in getattr(self, "datasets", {}).items()
-                          if d is dataset), "data")
+            split = next(
+                (name for name, d in getattr(self, "datasets", {}).items() if d is dataset), "data"
+            )
             _, ignored = dataset.filter_indices_by_size(indices, max_positions)
             first = int(ignored[0])
             raise UsageError(
@@ -72,14 +78,25 @@ def _too_long_in_one_line(filter_indices_by_size):
                 f"limits {max_positions}: --max-source-positions, --max-target-positions): "
                 "--skip-invalid-size-inputs-valid-test leaves them out (not validated, not "
                 "translated: scores then cover the other sentences), or train the model with "
-                "larger --max-source-positions/--max-target-positions") from e
+                "larger --max-source-positions/--max-target-positions"
+            ) from e
 
     return wrapper
 
 
 def fixes():
     """(owner, attribute, wrapper factory, name) of each change this module makes."""
-    return [(Dictionary, "add_from_file", _duplicate_symbol_in_one_line,
-             "duplicate dictionary symbol in one line"),
-            (FairseqTask, "filter_indices_by_size", _too_long_in_one_line,
-             "too long valid/test sentences in one line")]
+    return [
+        (
+            Dictionary,
+            "add_from_file",
+            _duplicate_symbol_in_one_line,
+            "duplicate dictionary symbol in one line",
+        ),
+        (
+            FairseqTask,
+            "filter_indices_by_size",
+            _too_long_in_one_line,
+            "too long valid/test sentences in one line",
+        ),
+    ]

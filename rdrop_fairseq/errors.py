@@ -54,8 +54,16 @@ def install_excepthook():
 
 # fairseq's command lines, as console scripts (fairseq-train, ...) or modules (python -m
 # fairseq_cli.train); a spawned distributed worker inherits its parent's sys.argv
-FAIRSEQ_COMMANDS = ("train", "generate", "interactive", "validate", "hydra_train", "eval_lm",
-                    "score", "preprocess")
+FAIRSEQ_COMMANDS = (
+    "train",
+    "generate",
+    "interactive",
+    "validate",
+    "hydra_train",
+    "eval_lm",
+    "score",
+    "preprocess",
+)
 
 
 def _fairseq_command():
@@ -64,13 +72,13 @@ def _fairseq_command():
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name and spec.name.startswith("fairseq_cli."):
-        return spec.name[len("fairseq_cli."):]
+        return spec.name[len("fairseq_cli.") :]
     path = sys.argv[0] if sys.argv and sys.argv[0] else ""
     name = os.path.basename(path)
     if name.endswith(".py") and os.path.basename(os.path.dirname(path)) == "fairseq_cli":
         command = name[:-3]
     elif name.startswith("fairseq-"):
-        command = name[len("fairseq-"):].replace("-", "_")
+        command = name[len("fairseq-") :].replace("-", "_")
     else:
         return None
     return command if command in FAIRSEQ_COMMANDS else None

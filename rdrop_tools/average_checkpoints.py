@@ -20,24 +20,19 @@ from collections.abc import Mapping
 
 import torch
 
+from .errors import ToolError, exit_in_one_line
 from .output_files import output_problem, write_atomically
 from .progress import progress
-
-
-class AverageError(ValueError):
-    """Why the checkpoints cannot be averaged, in one line."""
 
 
 def last_checkpoints(save_dir, n, by_update):
     pattern = re.compile(r"checkpoint_\d+_(\d+)\.pt" if by_update else r"checkpoint(\d+)\.pt")
     numbered = sorted(
-        (int(m.group(1)), name)
-        for name in os.listdir(save_dir)
-        if (m := pattern.fullmatch(name))
+        (int(m.group(1)), name) for name in os.listdir(save_dir) if (m := pattern.fullmatch(name))
     )
     if len(numbered) < n:
         kind = "update" if by_update else "epoch"
-        raise AverageError(f"{save_dir}: {len(numbered)} {kind} checkpoints, {n} needed")
+        raise ToolError(f"{save_dir}: {len(numbered)} {kind} checkpoints, {n} needed")
     return [os.path.join(save_dir, name) for _, name in numbered[-n:]]
 
 
@@ -46,14 +41,19 @@ def load(path):
     from rdrop_fairseq.checkpoint_loading import load_checkpoint_file
 
     if os.path.isdir(path):
-        raise AverageError(f"{path} is a directory, not a checkpoint (a save dir needs "
-                           "--num-epoch-checkpoints or --num-update-checkpoints)")
+        raise ToolError(
+            f"{path} is a directory, not a checkpoint (a save dir needs "
+            "--num-epoch-checkpoints or --num-update-checkpoints)"
+        )
     if not os.path.isfile(path):
-        raise AverageError(f"no such checkpoint: {path}")
+        raise ToolError(f"no such checkpoint: {path}")
     state = load_checkpoint_file(path, map_location="cpu")  # a UsageError (ValueError) says why
-    if not isinstance(state, Mapping) or not isinstance(state.get("model"), Mapping) or not all(
-            isinstance(v, torch.Tensor) for v in state["model"].values()):
-        raise AverageError(f"{path} is not a fairseq checkpoint (no model parameters)")
+    if (
+        not isinstance(state, Mapping)
+        or not isinstance(state.get("model"), Mapping)
+        or not all(isinstance(v, torch.Tensor) for v in state["model"].values())
+    ):
+        raise ToolError(f"{path} is not a fairseq checkpoint (no model parameters)")
     return state
 
 
@@ -67,12 +67,15 @@ def average_checkpoints(paths):
             total = params
             continue
         if params.keys() != total.keys():
-            raise AverageError(f"{path}: parameters differ from those of {paths[0]} "
-                               f"(not the same model)")
+            raise ToolError(
+                f"{path}: parameters differ from those of {paths[0]} (not the same model)"
+            )
         for k, v in params.items():
             if v.shape != total[k].shape:
-                raise AverageError(f"{path}: {k} has shape {tuple(v.shape)}, {paths[0]} "
-                                   f"{tuple(total[k].shape)} (another dictionary or model size)")
+                raise ToolError(
+                    f"{path}: {k} has shape {tuple(v.shape)}, {paths[0]} "
+                    f"{tuple(total[k].shape)} (another dictionary or model size)"
+                )
             total[k] = total[k] + v
     state["model"] = {
         k: v / len(paths) if v.is_floating_point() else v // len(paths) for k, v in total.items()
@@ -91,11 +94,13 @@ def main(argv=None):
     # before fairseq is imported: one of its modules sets the root logger to INFO on import
     logging.basicConfig(format="%(name)s: %(message)s", level=logging.WARNING)
     n = args.num_epoch_checkpoints or args.num_update_checkpoints
-    for flag, value in (("--num-epoch-checkpoints", args.num_epoch_checkpoints),
-                        ("--num-update-checkpoints", args.num_update_checkpoints)):
+    for flag, value in (
+        ("--num-epoch-checkpoints", args.num_epoch_checkpoints),
+        ("--num-update-checkpoints", args.num_update_checkpoints),
+    ):
         if value is not None and value < 1:
             sys.exit(f"error: {flag} must be at least 1, got {value}")
-    try:
+    with exit_in_one_line(ValueError, OSError):  # the loader's UsageError, a full disk
         if n:
             if len(args.inputs) != 1 or not os.path.isdir(args.inputs[0]):
                 parser.error("--num-*-checkpoints needs one save dir as --inputs")
@@ -104,11 +109,9 @@ def main(argv=None):
             paths = args.inputs
         problem = output_problem(args.output, paths)
         if problem:
-            raise AverageError(f"--output {problem}")
+            raise ToolError(f"--output {problem}")
         state = average_checkpoints(paths)
         write_atomically(args.output, lambda f: torch.save(state, f))
-    except (ValueError, OSError) as e:  # AverageError, the loader's UsageError, a full disk
-        sys.exit(f"error: {e}")
     print(f"averaged {len(paths)} checkpoints into {args.output}: {' '.join(paths)}")
 
 

@@ -10,7 +10,8 @@ problem is reported on one line, exit status 1.
 import argparse
 import os
 
-from .text_files import check_parallel, exit_on_input_error
+from .errors import exit_in_one_line
+from .text_files import check_parallel
 
 
 def main(argv=None):
@@ -19,7 +20,7 @@ def main(argv=None):
     parser.add_argument("splits", nargs="+")
     parser.add_argument("--langs", nargs=2, required=True, metavar=("SRC", "TGT"))
     args = parser.parse_args(argv)
-    with exit_on_input_error():
+    with exit_in_one_line():
         for split in args.splits:
             check_parallel(*(os.path.join(args.folder, f"{split}.{lang}") for lang in args.langs))
 

@@ -29,8 +29,10 @@ import sacremoses
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.significance import PairedTest
 
+from .errors import ToolError, exit_in_one_line
 from .moses import MosesTokenizer
-from .text_files import InputError, atomic_output, exit_on_input_error, read_lines
+from .output_files import atomic_output
+from .text_files import read_lines
 
 COMPOUND = re.compile(r"(\S)-(\S)")
 # fairseq-score maps reference <unk> to an id that matches nothing; this token cannot be produced
@@ -48,9 +50,9 @@ def read_generate_log(path):
                 continue
             (hyps if kind == "H" else refs)[int(fields[0])] = fields[-1]
     if not hyps:
-        raise InputError(f"{path}: no H- lines: not a fairseq-generate log")
+        raise ToolError(f"{path}: no H- lines: not a fairseq-generate log")
     if hyps.keys() != refs.keys():
-        raise InputError(f"{path}: H- and T- lines are for different sentences")
+        raise ToolError(f"{path}: H- and T- lines are for different sentences")
     ids = sorted(hyps)
     return [hyps[i] for i in ids], [refs[i] for i in ids]
 
@@ -59,7 +61,7 @@ def check_same_length(named_lists):
     counts = {name: len(lines) for name, lines in named_lists}
     if len(set(counts.values())) > 1:
         detail = ", ".join(f"{name}: {n}" for name, n in counts.items())
-        raise InputError(f"different numbers of sentences ({detail})")
+        raise ToolError(f"different numbers of sentences ({detail})")
 
 
 def compound_split(lines):
@@ -105,8 +107,12 @@ def evaluate(hyps, refs, baseline_hyps=None, tokenized=False, lang="en", raw_ref
         # would get p = 1/1001, a "significant" difference of zero
         result["baseline_bleu"], result["p_value"] = bleu_score.score, 1.0
     elif baseline_hyps is not None:
-        test = PairedTest([("baseline", baseline_hyps), ("system", hyps)], {"BLEU": BLEU()},
-                          references=[refs], test_type="bs")
+        test = PairedTest(
+            [("baseline", baseline_hyps), ("system", hyps)],
+            {"BLEU": BLEU()},
+            references=[refs],
+            test_type="bs",
+        )
         _, scores = test()
         result["baseline_bleu"] = scores["BLEU"][0].score
         result["p_value"] = scores["BLEU"][1].p_value
@@ -121,8 +127,10 @@ def format_text(result):
         f"compound-split BLEU = {result['compound_bleu']:.2f}",
     ]
     if "p_value" in result:
-        lines.append(f"baseline BLEU = {result['baseline_bleu']:.2f}, "
-                     f"paired bootstrap p = {result['p_value']:.4f}")
+        lines.append(
+            f"baseline BLEU = {result['baseline_bleu']:.2f}, "
+            f"paired bootstrap p = {result['p_value']:.4f}"
+        )
     return "\n".join(lines)
 
 
@@ -131,15 +139,22 @@ def get_parser():
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--hyp", help="hypotheses, one a line (needs --ref)")
     source.add_argument("--generate-log", help="fairseq-generate output (H-/T- lines)")
-    parser.add_argument("--ref", help="references, one a line (with --generate-log: used "
-                        "instead of its T- lines, e.g. the raw untokenized test file)")
-    parser.add_argument("--write-hyp", metavar="FILE",
-                        help="also write the hypotheses, one a line in sentence order, to FILE")
+    parser.add_argument(
+        "--ref",
+        help="references, one a line (with --generate-log: used "
+        "instead of its T- lines, e.g. the raw untokenized test file)",
+    )
+    parser.add_argument(
+        "--write-hyp",
+        metavar="FILE",
+        help="also write the hypotheses, one a line in sentence order, to FILE",
+    )
     baseline = parser.add_mutually_exclusive_group()
     baseline.add_argument("--baseline-hyp", help="a baseline's hypotheses: adds p_value")
     baseline.add_argument("--baseline-generate-log", help="a baseline's fairseq-generate log")
-    parser.add_argument("--tokenized", action="store_true",
-                        help="hypotheses and references are Moses-tokenized")
+    parser.add_argument(
+        "--tokenized", action="store_true", help="hypotheses and references are Moses-tokenized"
+    )
     parser.add_argument("--lang", default="en", help="target language for Moses (de)tokenization")
     parser.add_argument("--raw-ref", help="with --tokenized: untokenized references for sacreBLEU")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -154,7 +169,7 @@ def main(argv=None):
         parser.error("--hyp needs --ref")
     if args.raw_ref and not args.tokenized:
         parser.error("--raw-ref needs --tokenized")
-    with exit_on_input_error():
+    with exit_in_one_line():
         if args.generate_log:
             hyps, log_refs = read_generate_log(args.generate_log)
             named = [(args.generate_log, hyps)]
@@ -172,7 +187,9 @@ def main(argv=None):
         elif args.baseline_generate_log:
             baseline, baseline_refs = read_generate_log(args.baseline_generate_log)
             if baseline_refs != (log_refs if args.generate_log else refs):
-                raise InputError(f"{args.baseline_generate_log}: references differ from the system's")
+                raise ToolError(
+                    f"{args.baseline_generate_log}: references differ from the system's"
+                )
             named.append((args.baseline_generate_log, baseline))
         raw_refs = None
         if args.raw_ref:
@@ -180,16 +197,17 @@ def main(argv=None):
             named.append((args.raw_ref, raw_refs))
         check_same_length(named)
         if not hyps:
-            raise InputError(f"{' and '.join(name for name, _ in named)}: no sentences to score")
+            raise ToolError(f"{' and '.join(name for name, _ in named)}: no sentences to score")
     result = evaluate(hyps, refs, baseline, args.tokenized, args.lang, raw_refs)
-    if args.write_hyp:
-        with atomic_output(args.write_hyp) as (f,):
-            f.writelines(h + "\n" for h in hyps)
-    print(json.dumps(result, ensure_ascii=False) if args.json else format_text(result))
-    if args.save_json:
-        with atomic_output(args.save_json) as (f,):
-            json.dump(result, f, ensure_ascii=False, indent=1)
-            f.write("\n")
+    with exit_in_one_line():  # an output that is a directory
+        if args.write_hyp:
+            with atomic_output(args.write_hyp) as (f,):
+                f.writelines(h + "\n" for h in hyps)
+        print(json.dumps(result, ensure_ascii=False) if args.json else format_text(result))
+        if args.save_json:
+            with atomic_output(args.save_json) as (f,):
+                json.dump(result, f, ensure_ascii=False, indent=1)
+                f.write("\n")
 
 
 if __name__ == "__main__":

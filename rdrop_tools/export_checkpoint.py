@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from .errors import ToolError, exit_in_one_line
 from .output_files import output_problem, set_default_permissions, temporary_beside
 from .progress import stage
 
@@ -47,10 +48,6 @@ checkpoint_utils.load_model_ensemble_and_task([sys.argv[1]])
 """
 
 
-class ExportError(ValueError):
-    """The input cannot be exported; the message says why, in one line."""
-
-
 def _dataclass_fields(registry, name):
     return {f.name for f in dataclasses.fields(registry[name])}
 
@@ -61,9 +58,9 @@ def plugin_options(task_cfg, criterion_cfg):
     from fairseq.criterions import CRITERION_DATACLASS_REGISTRY
     from fairseq.tasks import TASK_DATACLASS_REGISTRY
 
-    return ((set(task_cfg) - _dataclass_fields(TASK_DATACLASS_REGISTRY, STOCK_TASK))
-            | (set(criterion_cfg) - _dataclass_fields(CRITERION_DATACLASS_REGISTRY,
-                                                      STOCK_CRITERION)))
+    return (set(task_cfg) - _dataclass_fields(TASK_DATACLASS_REGISTRY, STOCK_TASK)) | (
+        set(criterion_cfg) - _dataclass_fields(CRITERION_DATACLASS_REGISTRY, STOCK_CRITERION)
+    )
 
 
 def plain(value, where="cfg"):
@@ -82,7 +79,7 @@ def plain(value, where="cfg"):
         return value.name
     if value is None or type(value) in (str, int, float, bool):
         return value
-    raise ExportError(f"{where}: cannot export a value of type {type(value).__name__}")
+    raise ToolError(f"{where}: cannot export a value of type {type(value).__name__}")
 
 
 def stock_cfg(cfg, data, source_lang, target_lang):
@@ -93,15 +90,21 @@ def stock_cfg(cfg, data, source_lang, target_lang):
     for group in ("task", "criterion", "model"):
         if isinstance(cfg.get(group), dict):
             cfg[group] = {k: v for k, v in cfg[group].items() if k not in dropped}
-    cfg["task"].update(_name=STOCK_TASK, data=data, source_lang=source_lang,
-                       target_lang=target_lang)
+    cfg["task"].update(
+        _name=STOCK_TASK, data=data, source_lang=source_lang, target_lang=target_lang
+    )
     cfg["criterion"]["_name"] = STOCK_CRITERION
     cfg["common"]["user_dir"] = None
     # fairseq-train's cfg.model holds its whole command line, --task and --criterion included
     model = cfg.get("model") or {}
-    for key, value in (("task", STOCK_TASK), ("criterion", STOCK_CRITERION), ("user_dir", None),
-                       ("data", data), ("source_lang", source_lang),
-                       ("target_lang", target_lang)):
+    for key, value in (
+        ("task", STOCK_TASK),
+        ("criterion", STOCK_CRITERION),
+        ("user_dir", None),
+        ("data", data),
+        ("source_lang", source_lang),
+        ("target_lang", target_lang),
+    ):
         if key in model:
             model[key] = value
     return cfg
@@ -115,12 +118,14 @@ def stock_state(state, cfg):
         "args": None,
         "cfg": cfg,
         "model": dict(state["model"]),
-        "optimizer_history": [{
-            "criterion_name": "LabelSmoothedCrossEntropyCriterion",
-            "optimizer_name": plain(last.get("optimizer_name")),
-            "lr_scheduler_state": {},
-            "num_updates": plain(last.get("num_updates", 0)),
-        }],
+        "optimizer_history": [
+            {
+                "criterion_name": "LabelSmoothedCrossEntropyCriterion",
+                "optimizer_name": plain(last.get("optimizer_name")),
+                "lr_scheduler_state": {},
+                "num_updates": plain(last.get("num_updates", 0)),
+            }
+        ],
         "extra_state": {"train_iterator": None},
     }
 
@@ -128,8 +133,11 @@ def stock_state(state, cfg):
 def load_plugin_checkpoint(path):
     """``load_checkpoint_to_cpu`` with the plugin imported (our checkpoints need it)."""
     if not os.path.isfile(path):
-        raise ExportError(f"{path} is a directory, not a checkpoint" if os.path.isdir(path)
-                          else f"{path} does not exist")
+        raise ToolError(
+            f"{path} is a directory, not a checkpoint"
+            if os.path.isdir(path)
+            else f"{path} does not exist"
+        )
     # the plugin registers its task and criterion, and makes fairseq read checkpoints with
     # rdrop_fairseq.checkpoint_loading.load_checkpoint_file, as training does
     try:
@@ -137,7 +145,7 @@ def load_plugin_checkpoint(path):
     except ImportError as e:  # compat.FairseqUnavailable: fairseq missing or too old
         if type(e).__name__ != "FairseqUnavailable":
             raise
-        raise ExportError(str(e)) from None
+        raise ToolError(str(e)) from None
     from fairseq import checkpoint_utils
     from fairseq.tasks import TASK_REGISTRY
     from fairseq.tasks.translation import TranslationTask
@@ -145,16 +153,18 @@ def load_plugin_checkpoint(path):
     try:
         state = checkpoint_utils.load_checkpoint_to_cpu(path)
     except ValueError as e:  # the plugin's loader explains unreadable files in one line
-        raise ExportError(str(e)) from e
+        raise ToolError(str(e)) from e
     except (KeyError, AttributeError, TypeError, pickle.UnpicklingError, EOFError) as e:
-        raise ExportError(f"{path} is not a fairseq checkpoint ({type(e).__name__}: "
-                          f"{(str(e).strip().splitlines() or [''])[0]})") from e
+        raise ToolError(
+            f"{path} is not a fairseq checkpoint ({type(e).__name__}: "
+            f"{(str(e).strip().splitlines() or [''])[0]})"
+        ) from e
     cfg = state.get("cfg") if isinstance(state, dict) else None
     if cfg is None or not isinstance(state.get("model"), Mapping):
-        raise ExportError(f"{path} is not a fairseq checkpoint (no model or config)")
+        raise ToolError(f"{path} is not a fairseq checkpoint (no model or config)")
     task = cfg.task._name if "task" in cfg and cfg.task is not None else None
     if task not in TASK_REGISTRY or not issubclass(TASK_REGISTRY[task], TranslationTask):
-        raise ExportError(f"{path}: task {task!r} is not a translation task")
+        raise ToolError(f"{path}: task {task!r} is not a translation task")
     return state
 
 
@@ -169,8 +179,10 @@ def language_pair(cfg, data):
         if isinstance(folder, str) and os.path.isdir(folder):
             source, target = data_utils.infer_language_pair(folder)
     if source is None or target is None:
-        raise ExportError(f"cannot tell the model's languages: the checkpoint names none and "
-                          f"{data} holds no <split>.<src>-<tgt>.* files")
+        raise ToolError(
+            f"cannot tell the model's languages: the checkpoint names none and "
+            f"{data} holds no <split>.<src>-<tgt>.* files"
+        )
     return source, target
 
 
@@ -181,20 +193,23 @@ def check_dictionaries(data, source_lang, target_lang, weights):
     for side, lang in (("encoder", source_lang), ("decoder", target_lang)):
         path = os.path.join(data, f"dict.{lang}.txt")
         if not os.path.isfile(path):
-            raise ExportError(f"{data} has no dict.{lang}.txt (the model's dictionary)")
+            raise ToolError(f"{data} has no dict.{lang}.txt (the model's dictionary)")
         size, embeddings = len(Dictionary.load(path)), weights.get(f"{side}.embed_tokens.weight")
         if embeddings is not None and embeddings.shape[0] != size:
-            raise ExportError(f"{path} has {size} symbols but the model's {side} embeddings "
-                              f"have {embeddings.shape[0]} rows: not the model's dictionary")
+            raise ToolError(
+                f"{path} has {size} symbols but the model's {side} embeddings "
+                f"have {embeddings.shape[0]} rows: not the model's dictionary"
+            )
 
 
 def check_plain_fairseq_loads(path):
     """Load ``path`` in a fresh interpreter where the plugin cannot be imported."""
-    proc = subprocess.run([sys.executable, "-c", _PLAIN_FAIRSEQ_LOAD, path],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PLAIN_FAIRSEQ_LOAD, path], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise ExportError(f"fairseq without the plugin cannot load the export: {last}")
+        raise ToolError(f"fairseq without the plugin cannot load the export: {last}")
 
 
 def _namespace_unpicklable():
@@ -220,26 +235,27 @@ def convert_to_ctranslate2(checkpoint, data, source_lang, target_lang, out_dir, 
         readable = os.path.join(scratch, "checkpoint.pt")
         torch.save(state, readable)
         del state
-        converter = FairseqConverter(readable, data, source_lang=source_lang,
-                                     target_lang=target_lang)
+        converter = FairseqConverter(
+            readable, data, source_lang=source_lang, target_lang=target_lang
+        )
         try:
             with _namespace_unpicklable():
                 converter.convert(out_dir, quantization=quantization, force=True)
         except (ValueError, NotImplementedError) as e:  # unsupported architecture or option
-            raise ExportError(f"CTranslate2 cannot convert this model: {e}") from e
+            raise ToolError(f"CTranslate2 cannot convert this model: {e}") from e
 
 
 def export(source, out, data, ct2_dir=None, quantization=None):
     """Write OUT (and DIR); on any error neither is left behind."""
     data = os.path.abspath(data)
     if not os.path.isdir(data):
-        raise ExportError(f"data directory {data} does not exist")
+        raise ToolError(f"data directory {data} does not exist")
     inputs = [source, *(os.path.join(data, n) for n in os.listdir(data) if n.startswith("dict."))]
     if ct2_dir is not None and os.path.exists(ct2_dir):
-        raise ExportError(f"{ct2_dir} exists: remove it or choose another directory")
+        raise ToolError(f"{ct2_dir} exists: remove it or choose another directory")
     problem = output_problem(out, inputs) or (ct2_dir and output_problem(ct2_dir, inputs))
     if problem:
-        raise ExportError(problem)
+        raise ToolError(problem)
     stage(f"loading {source}")
     state = load_plugin_checkpoint(source)
     source_lang, target_lang = language_pair(state["cfg"], data)
@@ -248,7 +264,7 @@ def export(source, out, data, ct2_dir=None, quantization=None):
 
     problem = data_mismatch(source, state, data, source_lang, target_lang)
     if problem:  # the same symbols in another order (a size mismatch is caught above)
-        raise ExportError(problem)
+        raise ToolError(problem)
     exported = stock_state(state, stock_cfg(state["cfg"], data, source_lang, target_lang))
 
     out_tmp = ct2_tmp = None
@@ -261,18 +277,19 @@ def export(source, out, data, ct2_dir=None, quantization=None):
         stage("checking that fairseq without the plugin loads it")
         check_plain_fairseq_loads(out_tmp)
         if ct2_dir is not None:
-            ct2_tmp = tempfile.mkdtemp(prefix=os.path.basename(os.path.abspath(ct2_dir)) + ".",
-                                       dir=os.path.dirname(os.path.abspath(ct2_dir)))
+            ct2_tmp = tempfile.mkdtemp(
+                prefix=os.path.basename(os.path.abspath(ct2_dir)) + ".",
+                dir=os.path.dirname(os.path.abspath(ct2_dir)),
+            )
             stage(f"converting to CTranslate2 into {ct2_dir}")
-            convert_to_ctranslate2(out_tmp, data, source_lang, target_lang, ct2_tmp,
-                                   quantization)
+            convert_to_ctranslate2(out_tmp, data, source_lang, target_lang, ct2_tmp, quantization)
             set_default_permissions(ct2_tmp, 0o777)
             os.rename(ct2_tmp, ct2_dir)
             ct2_tmp = None
         os.replace(out_tmp, out)
         out_tmp = None
     except OSError as e:
-        raise ExportError(str(e)) from e
+        raise ToolError(str(e)) from e
     finally:
         if out_tmp is not None and os.path.exists(out_tmp):
             os.remove(out_tmp)
@@ -284,29 +301,37 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("input", metavar="IN", help="checkpoint trained with the plugin")
     parser.add_argument("output", metavar="OUT", help="checkpoint for plain fairseq")
-    parser.add_argument("--data", required=True, metavar="DATA_BIN",
-                        help="binarized data directory with the model's dict.<lang>.txt")
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="DATA_BIN",
+        help="binarized data directory with the model's dict.<lang>.txt",
+    )
     parser.add_argument("--ctranslate2", metavar="DIR", help="also write a CTranslate2 model")
-    parser.add_argument("--quantization", help="CTranslate2 weight type: int8, int16, "
-                        "float16, ... (default: the weights' float32)")
+    parser.add_argument(
+        "--quantization",
+        help="CTranslate2 weight type: int8, int16, float16, ... (default: the weights' float32)",
+    )
     args = parser.parse_args(argv)
     # before fairseq is imported: one of its modules sets the root logger to INFO on import
     logging.basicConfig(format="%(name)s: %(message)s", level=logging.WARNING)
     if args.quantization and not args.ctranslate2:
         parser.error("--quantization needs --ctranslate2")
-    try:
+    with exit_in_one_line():
         if args.ctranslate2:
             try:
                 from ctranslate2.specs.model_spec import ACCEPTED_MODEL_TYPES
             except ImportError:
-                raise ExportError("--ctranslate2 needs the ctranslate2 package: "
-                                  "pip install 'rdrop-fairseq[ctranslate2]'") from None
+                raise ToolError(
+                    "--ctranslate2 needs the ctranslate2 package: "
+                    "pip install 'rdrop-fairseq[ctranslate2]'"
+                ) from None
             if args.quantization and args.quantization not in ACCEPTED_MODEL_TYPES:
-                raise ExportError(f"--quantization {args.quantization}: not one of "
-                                  f"{', '.join(ACCEPTED_MODEL_TYPES)}")
+                raise ToolError(
+                    f"--quantization {args.quantization}: not one of "
+                    f"{', '.join(ACCEPTED_MODEL_TYPES)}"
+                )
         export(args.input, args.output, args.data, args.ctranslate2, args.quantization)
-    except ExportError as e:
-        sys.exit(f"error: {e}")
     print(f"wrote {args.output}" + (f" and {args.ctranslate2}" if args.ctranslate2 else ""))
 
 

@@ -7,7 +7,8 @@ import sacremoses
 
 class MosesTokenizer(sacremoses.MosesTokenizer):
     """sacremoses' port of tokenizer.perl plus a rule of the current perl script that it lacks:
-    a period ending the last word of a line is split off, whatever the word (``u.s.`` -> ``u.s .``)."""
+    a period ending the last word of a line is split off, whatever the word
+    (``u.s.`` -> ``u.s .``)."""
 
     FINAL_PERIOD = re.compile(r"(\S)\.$")
 

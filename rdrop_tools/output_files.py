@@ -1,7 +1,10 @@
-"""A tool's output file: never one of its inputs, written whole or not at all."""
+"""A tool's output files: never one of its inputs, written whole or not at all."""
 
+import contextlib
 import os
 import tempfile
+
+from .errors import ToolError
 
 
 def same_file(a, b):
@@ -27,8 +30,9 @@ def output_problem(output, inputs):
 
 def temporary_beside(output):
     """A new empty file (fd, path) in ``output``'s folder, to be renamed into place."""
-    return tempfile.mkstemp(prefix=os.path.basename(output) + ".",
-                            dir=os.path.dirname(os.path.abspath(output)))
+    return tempfile.mkstemp(
+        prefix=os.path.basename(output) + ".", dir=os.path.dirname(os.path.abspath(output))
+    )
 
 
 def set_default_permissions(path, mode=0o666):
@@ -50,3 +54,36 @@ def write_atomically(output, write):
     except BaseException:
         os.remove(part)
         raise
+
+
+@contextlib.contextmanager
+def atomic_output(*paths):
+    """Open ``paths`` for writing under temporary names; rename them into place on success. On
+    failure nothing is left, not even the folders created for them."""
+    for path in paths:
+        if os.path.isdir(path):
+            raise ToolError(f"{path} is a directory: name the file to write")
+    files, parts, created = [], [], []
+    try:
+        for path in paths:
+            folder = os.path.dirname(os.path.abspath(path))
+            while not os.path.isdir(folder):
+                created.append(folder)
+                folder = os.path.dirname(folder)
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            fd, part = temporary_beside(path)
+            parts.append(part)
+            files.append(open(fd, "w", encoding="utf-8"))
+        yield files
+    except BaseException:
+        for f, part in zip(files, parts):
+            f.close()
+            os.remove(part)
+        for folder in sorted(created, key=len, reverse=True):  # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        raise
+    for f, part, path in zip(files, parts, paths):
+        f.close()
+        set_default_permissions(part)
+        os.replace(part, path)

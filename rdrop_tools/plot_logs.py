@@ -11,6 +11,7 @@ per epoch: training and validation NLL per target token (comparable across crite
 import argparse
 import sys
 
+from .errors import ToolError, exit_in_one_line
 from .training_logs import plot, read_fairseq_log
 
 
@@ -24,14 +25,12 @@ def main(argv=None):
     except ImportError:
         sys.exit("error: rdrop-plot-logs needs matplotlib: pip install 'rdrop-fairseq[plot]'")
     runs = []
-    try:
+    with exit_in_one_line(ValueError):  # a log that cannot be read
         for spec in args.run:
             name, sep, path = spec.partition("=")
             if not sep:
-                raise ValueError(f"--run {spec}: expected NAME=LOG")
+                raise ToolError(f"--run {spec}: expected NAME=LOG")
             runs.append((name, read_fairseq_log(path)))
-    except ValueError as e:
-        sys.exit(f"error: {e}")
     plot(runs, args.out)
 
 

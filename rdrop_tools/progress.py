@@ -6,13 +6,20 @@ import sys
 
 
 def progress(iterable, desc, unit="line", total=None):
-    """``iterable``, with a tqdm progress bar on stderr when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        return iterable
+    """``iterable``, with a tqdm progress bar on stderr (tqdm's ``disable=None``: only on a
+    terminal)."""
     from tqdm import tqdm
 
-    return tqdm(iterable, desc=desc, unit=f" {unit}s", total=total, unit_scale=unit == "line",
-                mininterval=0.5, file=sys.stderr)
+    return tqdm(
+        iterable,
+        desc=desc,
+        unit=f" {unit}s",
+        total=total,
+        unit_scale=unit == "line",
+        mininterval=0.5,
+        file=sys.stderr,
+        disable=None,
+    )
 
 
 def stage(message):

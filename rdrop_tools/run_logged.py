@@ -44,9 +44,11 @@ SUMMARY = re.compile(r"^epoch (?P<epoch>\d+) \| (?P<stats>.*)$")
 INNER = re.compile(r"^epoch (?P<epoch>\d+):\s+(?P<done>\d+) / (?P<total>\d+) (?P<stats>.*)$")
 # "error: ..." (the plugin, the tools, the recipes) or argparse's "prog: error: ..."
 ERROR = re.compile(r"^(?:[\w.-]+: )?(?P<error>error: .*)$")
-KEEP = {"train": ("loss", "nll_loss", "kl_loss", "ppl", "wall"),
-        "valid": ("loss", "nll_loss", "ppl", "bleu"),
-        "train_inner": ("loss", "nll_loss", "kl_loss", "ppl", "lr")}
+KEEP = {
+    "train": ("loss", "nll_loss", "kl_loss", "ppl", "wall"),
+    "valid": ("loss", "nll_loss", "ppl", "bleu"),
+    "train_inner": ("loss", "nll_loss", "kl_loss", "ppl", "lr"),
+}
 # lines cut to this width where no terminal says how wide it is
 PLAIN_WIDTH = 160
 
@@ -64,7 +66,7 @@ def summarize(line):
     """The console's version of one log line, or None when the line stays in the log only."""
     error = ERROR.match(line)
     if error:
-        return line[error.start("error"):]
+        return line[error.start("error") :]
     match = FAIRSEQ.match(line) or PLAIN.match(line)
     if not match:
         return line if line.startswith(NOTES) else None
@@ -176,7 +178,7 @@ class View:
 
     def _cut(self, text):
         width = self.width - 1 if self.terminal else PLAIN_WIDTH
-        return text if len(text) <= width else text[:max(width - 3, 1)] + "..."
+        return text if len(text) <= width else text[: max(width - 3, 1)] + "..."
 
 
 def _spawn_on_pty(command, width):
@@ -186,8 +188,9 @@ def _spawn_on_pty(command, width):
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, width, 0, 0))
     env = dict(os.environ, COLUMNS=str(width))
     try:
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
-                                 env=env)
+        child = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env
+        )
     finally:
         os.close(slave)
     return child, master
@@ -214,7 +217,8 @@ def step_name(command):
 def get_parser():
     parser = argparse.ArgumentParser(
         prog="python -m rdrop_tools.run_logged",
-        description="Run COMMAND with its whole output in --log and a short view on the console.")
+        description="Run COMMAND with its whole output in --log and a short view on the console.",
+    )
     parser.add_argument("--log", required=True, metavar="FILE", help="where all the output goes")
     parser.add_argument("--verbose", action="store_true", help="show all the output as well")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
@@ -242,8 +246,12 @@ def main(argv=None):
             if terminal:
                 child, fd = _spawn_on_pty(command, width)
             else:
-                child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT)
+                child = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
                 fd = child.stdout.fileno()
         except OSError as exc:
             print(f"error: cannot run {command[0]}: {exc.strerror}", file=sys.stderr)
@@ -266,8 +274,10 @@ def main(argv=None):
             for line in tail:
                 print(view._cut(line), file=sys.stderr)
         reason = f"signal {-status}" if status < 0 else f"exit status {status}"
-        print(f"error: {step_name(command)} stopped with {reason}; "
-              f"the whole output is in {args.log}", file=sys.stderr)
+        print(
+            f"error: {step_name(command)} stopped with {reason}; the whole output is in {args.log}",
+            file=sys.stderr,
+        )
     return 128 - status if status < 0 else status
 
 

@@ -1,8 +1,8 @@
 """Train one joint sentencepiece model on source and target text, and encode/decode with it.
 
-  rdrop-sentencepiece train --model PREFIX --vocab-size N [--model-type unigram|bpe] FILE...
-  rdrop-sentencepiece encode --model PREFIX.model --input IN --output OUT
-  rdrop-sentencepiece decode --model PREFIX.model --input IN --output OUT
+rdrop-sentencepiece train --model PREFIX --vocab-size N [--model-type unigram|bpe] FILE...
+rdrop-sentencepiece encode --model PREFIX.model --input IN --output OUT
+rdrop-sentencepiece decode --model PREFIX.model --input IN --output OUT
 """
 
 import argparse
@@ -11,10 +11,10 @@ import sys
 
 import sentencepiece as spm
 
+from .errors import ToolError, exit_in_one_line
+from .output_files import atomic_output
 from .progress import progress
-from .text_files import (
-    InputError, atomic_output, check_exists, count_lines, exit_on_input_error, iter_lines,
-)
+from .text_files import check_exists, count_lines, iter_lines
 
 
 def train(args):
@@ -37,8 +37,9 @@ def train(args):
             minloglevel=0 if sys.stderr.isatty() else 2,  # its own progress, on a terminal
         )
     except RuntimeError as e:  # e.g. a vocabulary larger than the text allows
-        raise InputError(f"sentencepiece cannot train on {' '.join(args.files)}: "
-                         f"{str(e).rpartition('] ')[2]}")
+        raise ToolError(  # noqa: B904 (sentencepiece's message is quoted)
+            f"sentencepiece cannot train on {' '.join(args.files)}: {str(e).rpartition('] ')[2]}"
+        )
 
 
 def convert(args, encode):
@@ -69,7 +70,7 @@ def main(argv=None):
         p.add_argument("--input", required=True)
         p.add_argument("--output", required=True)
     args = parser.parse_args(argv)
-    with exit_on_input_error():
+    with exit_in_one_line():
         if args.command == "train":
             train(args)
         else:

@@ -19,10 +19,11 @@ import re
 import regex
 import sacremoses
 
+from .errors import exit_in_one_line
 from .moses import MosesTokenizer
+from .output_files import atomic_output
 from .progress import progress
-from .text_files import atomic_output, exit_on_input_error, iter_lines, iter_parallel
-
+from .text_files import iter_lines, iter_parallel
 
 # -- extraction: the grep/sed steps of prepare-iwslt14.sh ------------------------------------------
 
@@ -49,6 +50,7 @@ def extract_xml(lines, straight_apostrophes=True):
 
 # -- tokenization: normalize-punctuation, remove-non-printing-char, tokenizer.perl, lowercase -----
 
+
 class Tokenizer:
     """One line in, one Moses-tokenized (XML-escaped) line out."""
 
@@ -61,7 +63,9 @@ class Tokenizer:
     def __call__(self, line):
         if self.normalizer is not None:
             line = regex.sub(r"\p{C}", " ", self.normalizer.normalize(line))
-        line = self.moses.tokenize(line, aggressive_dash_splits=self.aggressive_dash, return_str=True)
+        line = self.moses.tokenize(
+            line, aggressive_dash_splits=self.aggressive_dash, return_str=True
+        )
         return line.lower() if self.lowercase else line
 
 
@@ -88,6 +92,7 @@ def tokenize_lines(lines, workers=1, **kwargs):
 
 # -- corpus filtering and splitting: clean-corpus-n.perl and the awk NR%23 split -----------------
 
+
 def clean_pairs(pairs, ratio, min_len, max_len, max_word_length=1000):
     """clean-corpus-n.perl: squeeze whitespace; keep pairs whose word counts lie in
     [min_len, max_len] with a length ratio of at most ``ratio`` and no overlong word."""
@@ -112,6 +117,7 @@ def split_every(pairs, every):
 
 
 # -- command line ----------------------------------------------------------------------------------
+
 
 def cmd_extract(args):
     lines = progress(iter_lines(args.input), f"extract {os.path.basename(args.input)}")
@@ -139,8 +145,10 @@ def cmd_tokenize(args):
 
 
 def cmd_clean(args):
-    pairs = progress(iter_parallel(f"{args.prefix}.{args.l1}", f"{args.prefix}.{args.l2}"),
-                     f"clean {os.path.basename(args.prefix)}")
+    pairs = progress(
+        iter_parallel(f"{args.prefix}.{args.l1}", f"{args.prefix}.{args.l2}"),
+        f"clean {os.path.basename(args.prefix)}",
+    )
     kept = clean_pairs(pairs, args.ratio, args.min_len, args.max_len)
     with atomic_output(f"{args.out_prefix}.{args.l1}", f"{args.out_prefix}.{args.l2}") as outs:
         for src, tgt in kept:
@@ -149,10 +157,15 @@ def cmd_clean(args):
 
 
 def cmd_split(args):
-    pairs = progress(iter_parallel(f"{args.prefix}.{args.l1}", f"{args.prefix}.{args.l2}"),
-                     f"split {os.path.basename(args.prefix)}")
-    paths = [f"{prefix}.{lang}" for prefix in (args.train_prefix, args.valid_prefix)
-             for lang in (args.l1, args.l2)]
+    pairs = progress(
+        iter_parallel(f"{args.prefix}.{args.l1}", f"{args.prefix}.{args.l2}"),
+        f"split {os.path.basename(args.prefix)}",
+    )
+    paths = [
+        f"{prefix}.{lang}"
+        for prefix in (args.train_prefix, args.valid_prefix)
+        for lang in (args.l1, args.l2)
+    ]
     with atomic_output(*paths) as (train1, train2, valid1, valid2):
         for is_valid, (src, tgt) in split_every(pairs, args.every):
             (valid1 if is_valid else train1).write(src + "\n")
@@ -165,8 +178,11 @@ def get_parser():
 
     p = commands.add_parser("extract", help="text lines of IWSLT train.tags or XML/SGML files")
     p.add_argument("--format", choices=["tags", "xml"], required=True)
-    p.add_argument("--keep-apostrophes", action="store_true",
-                   help="xml: keep U+2019 (fairseq replaces it with ')")
+    p.add_argument(
+        "--keep-apostrophes",
+        action="store_true",
+        help="xml: keep U+2019 (fairseq replaces it with ')",
+    )
     p.add_argument("input")
     p.add_argument("output")
     p.set_defaults(func=cmd_extract)
@@ -174,8 +190,11 @@ def get_parser():
     p = commands.add_parser("tokenize", help="Moses-tokenize (tokenizer.perl -l LANG)")
     p.add_argument("--lang", required=True)
     p.add_argument("--aggressive-dash", action="store_true", help="tokenizer.perl -a")
-    p.add_argument("--normalize", action="store_true",
-                   help="normalize-punctuation.perl and remove-non-printing-char.perl first")
+    p.add_argument(
+        "--normalize",
+        action="store_true",
+        help="normalize-punctuation.perl and remove-non-printing-char.perl first",
+    )
     p.add_argument("--lowercase", action="store_true", help="lowercase.perl afterwards")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("input")
@@ -200,7 +219,7 @@ def get_parser():
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    with exit_on_input_error():
+    with exit_in_one_line():
         args.func(args)
 
 

@@ -17,9 +17,11 @@ from support import corpus as synthetic_corpus  # noqa: E402
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "slow: runs command-line tools or trains (deselect with -m 'not slow')")
+        "markers", "slow: runs command-line tools or trains (deselect with -m 'not slow')"
+    )
     config.addinivalue_line(
-        "markers", "cuda: needs a CUDA GPU; scripts/device/gpu-check.sh runs them (-m cuda)")
+        "markers", "cuda: needs a CUDA GPU; scripts/device/gpu-check.sh runs them (-m cuda)"
+    )
 
 
 def pytest_collection_modifyitems(items):
@@ -45,7 +47,8 @@ def pytest_terminal_summary(terminalreporter):
     if counts:
         parts = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         terminalreporter.write_line(
-            "skipped, by reason: " + "; ".join(f"{n} x {reason}" for reason, n in parts))
+            "skipped, by reason: " + "; ".join(f"{n} x {reason}" for reason, n in parts)
+        )
 
 
 @pytest.fixture(scope="session")
@@ -60,10 +63,24 @@ def corpus(tmp_path_factory):
     for lang in ("de", "en"):
         lines = (tok / f"test.{lang}").read_text(encoding="utf-8").splitlines(keepends=True)
         (tok / f"test13.{lang}").write_text("".join(lines[:13]), encoding="utf-8")
-    run_cli(BIN / "fairseq-preprocess", "--source-lang", "de", "--target-lang", "en",
-            "--trainpref", tok / "train", "--validpref", tok / "valid",
-            "--testpref", f"{tok / 'test'},{tok / 'test13'}", "--joined-dictionary",
-            "--destdir", root / "bin", "--workers", "1")
+    run_cli(
+        BIN / "fairseq-preprocess",
+        "--source-lang",
+        "de",
+        "--target-lang",
+        "en",
+        "--trainpref",
+        tok / "train",
+        "--validpref",
+        tok / "valid",
+        "--testpref",
+        f"{tok / 'test'},{tok / 'test13'}",
+        "--joined-dictionary",
+        "--destdir",
+        root / "bin",
+        "--workers",
+        "1",
+    )
     return SimpleNamespace(raw=root / "raw", tok=tok, bin=root / "bin", pairs=pairs)
 
 

@@ -33,8 +33,7 @@ from omegaconf import OmegaConf
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, installs the loader)
 from rdrop_fairseq.criterion import LabelSmoothedCrossEntropyRDropCriterion as RDrop
 from rdrop_fairseq.errors import UsageError
-from support import launcher
-from support import BIN, LAUNCHER, run_cli
+from support import LAUNCHER, launcher, run_cli
 from support.tiny_model import build
 from support.training import curve, last_state, output, train_args
 

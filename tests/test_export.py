@@ -421,7 +421,7 @@ def test_a_failed_conversion_leaves_nothing(trained, corpus, tmp_path, monkeypat
 
     def fail(checkpoint, *args):
         assert os.path.isfile(checkpoint)  # the checkpoint was written, then the conversion fails
-        raise module.ExportError("conversion failed")
+        raise module.ToolError("conversion failed")
 
     monkeypatch.setattr(module, "convert_to_ctranslate2", fail)
     with pytest.raises(SystemExit) as exit_info:

@@ -490,7 +490,9 @@ def test_the_lines_worth_showing():
         f"{stamp} | train_inner | epoch 001:     50 / 94 loss=22.5, nll_loss=10.5, kl_loss=0.2, "
         "ppl=1452, wps=300, lr=5e-05": "epoch 1: 50/94 batches, loss 22.5, nll_loss 10.5, "
         "kl_loss 0.2, ppl 1452, lr 5e-05",
-        "INFO:fairseq_cli.generate:Translated 1,000 sentences (6,296 tokens) in 29.6s": "Translated 1,000 sentences (6,296 tokens) in 29.6s",
+        "INFO:fairseq_cli.generate:Translated 1,000 sentences (6,296 tokens) in 29.6s": (
+            "Translated 1,000 sentences (6,296 tokens) in 29.6s"
+        ),
         "nothing to do: the checkpoint loaded is at update 282 (epoch 4), so --max-epoch is "
         "reached": "nothing to do: the checkpoint loaded is at update 282 (epoch 4), so "
         "--max-epoch is reached",

@@ -255,7 +255,8 @@ def bad_input_cases(data_bin, base_dir, root):  # noqa: C901 (one case per line)
 
 @pytest.fixture(scope="module")
 def bad_inputs(data_bin, existing_run, tmp_path_factory):
-    """Every bad-input command, run two at a time: name -> (case, CompletedProcess, before, after)."""
+    """Every bad-input command, run two at a time: name -> (case, CompletedProcess, before,
+    after)."""
     root = tmp_path_factory.mktemp("bad-inputs")
     cases = bad_input_cases(data_bin, existing_run, root)
     before = {name: digests(case[1]) for name, case in cases.items()}
