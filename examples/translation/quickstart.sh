@@ -2,7 +2,7 @@
 # Quick start: Multi30k de-en raw text -> joint sentencepiece -> fairseq-preprocess -> a small
 # Transformer trained with R-Drop -> beam search on test2016 -> sacreBLEU, 3 epochs on a CPU
 # (measured from a fresh clone on 2 cores shared with the test suite, setup-venv.sh included:
-# 19 min 4 s, test2016 BLEU 13.58, chrF 28.81);
+# 24 min 8 s, test2016 BLEU 13.47, chrF 28.70: results/quickstart.md);
 # on a GPU it trains the recipe's full 10 epochs with --fp16.
 # Usage: quickstart.sh [--data DIR] [--work DIR] [--verbose]
 #   --data: folder with {train,val,test_2016_flickr}.{de,en}; default $SHARED_DATA/multi30k-de-en
