@@ -17,9 +17,11 @@ from fairseq.models import BaseFairseqModel, FairseqDecoder
 from fairseq.models.transformer import TransformerModelBase
 
 from . import cutoff
+from .backend import CHOICES as BACKEND_CHOICES
 from .backend import LossBackend
 from .compat import unwrapped
 from .errors import UsageError
+from .loss import MODES
 from .sample import duplicate_sample
 
 #: Largest --rdrop-alpha accepted: beyond it the KL term outweighs the NLL more than a
@@ -45,14 +47,14 @@ class LabelSmoothedCrossEntropyRDropCriterionConfig(LabelSmoothedCrossEntropyCri
             "in Cutoff/SimCut; needs --rdrop-alpha > 0; 0 = off"
         },
     )
-    rdrop_loss: ChoiceEnum(["rdrop", "simcut"]) = field(
+    rdrop_loss: ChoiceEnum(list(MODES)) = field(
         default="rdrop",
         metadata={
             "help": "rdrop: label-smoothed NLL of both copies + α·½[KL(P₁‖P₂)+KL(P₂‖P₁)]; "
             "simcut: label-smoothed NLL of the first (clean) copy + α·KL(P₁‖P₂), SimCut's loss"
         },
     )
-    rdrop_backend: ChoiceEnum(["auto", "torch", "triton"]) = field(
+    rdrop_backend: ChoiceEnum(list(BACKEND_CHOICES)) = field(
         default="auto",
         metadata={
             "help": "implementation of the training loss: auto: the Triton kernel on CUDA when "
