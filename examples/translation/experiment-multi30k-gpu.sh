@@ -33,9 +33,10 @@
 # - as train-iwslt14.sh (lr 5e-4, inverse_sqrt, --max-tokens 4096: 136 updates an epoch here,
 #   label smoothing 0.1, weight decay 1e-4) but 300 warm-up updates instead of 4 000 (the budget
 #   is 1 200).
-# - --max-update 1200 for every run: measured on one H200 (results/multi30k-gpu), the three
-#   concurrent runs did 1 200 updates in 175-177 s each (about 27k target tokens/s per run) and
-#   the whole experiment took 229 s, after about 30 s of installing the wheels. --stop-time-hours
+# - --max-update 1200 for every run: measured on one H200 (results/multi30k-gpu*, three seeds),
+#   the three concurrent runs did 1 200 updates in 170-183 s each (about 27k target tokens/s per
+#   run) and the whole experiment took 225-240 s, after about 30 s of installing the wheels.
+#   --stop-time-hours
 #   0.055 stops any run at 3.3 minutes so the whole stays under 5 on a slower GPU; results.json's
 #   equal_updates says whether that happened (then the runs are not comparable at equal updates:
 #   lower --max-update from the logged wps).
