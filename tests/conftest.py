@@ -9,6 +9,8 @@ import torch
 # with one, the tests marked ``cuda`` run them compiled.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n: one thread per worker, as many as cores
+    torch.set_num_threads(1)
 
 
 from support import BIN, NO_SHARED_DATA, SHARED_DATA, run_cli  # noqa: E402

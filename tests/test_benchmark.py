@@ -48,9 +48,23 @@ def result():
     )
 
 
-def test_the_tiny_dimensions_leave_the_architecture_to_the_benchmark():
-    assert "--arch" not in TINY_DIMENSIONS and "--encoder-embed-dim" in TINY_DIMENSIONS
-    assert len(TINY_DIMENSIONS) == len(TINY_TRANSFORMER) - 2
+def test_the_model_options_shrink_each_benchmarked_architecture(tmp_path):
+    """``model_args`` (here the tiny Transformer's options without its --arch) reach the step
+    models after the benchmark's --arch: each architecture keeps its name and vocabulary, and is
+    built with one 16-wide layer each side instead of its own size (the big WMT model would
+    otherwise be 6+6 layers of 1 024)."""
+    for arch, vocab in train_step.ARCH_VOCAB.items():
+        (tmp_path / arch).mkdir()
+        _, trainers = train_step.build_trainers(
+            tmp_path / arch, arch, torch.device("cpu"), torch.float16, TINY_DIMENSIONS
+        )
+        model = trainers["rdrop"].model
+        assert model.cfg.arch == arch
+        assert len(model.encoder.layers) == len(model.decoder.layers) == 1
+        assert model.encoder.embed_tokens.weight.shape == (vocab, 16)
+        assert model.decoder.embed_tokens is model.encoder.embed_tokens  # --share-all-embeddings
+        assert model.encoder.layers[0].fc1.weight.shape == (32, 16)
+        assert model.encoder.layers[0].self_attn.num_heads == 2
 
 
 @pytest.mark.slow

@@ -28,9 +28,9 @@ from fairseq.trainer import Trainer
 import rdrop_fairseq  # noqa: F401  (installs the changes)
 from rdrop_fairseq import checkpoint_saving
 from rdrop_fairseq.errors import UsageError
-from support import BIN, LAUNCHER, run_cli
+from support import BIN, LAUNCHER
 from support.tiny_model import build
-from support.training import curve, last_state, output, train_args
+from support.training import curve, fairseq_train, last_state, train_args
 
 STATE = {"model": {"w": torch.arange(60_000, dtype=torch.float32)}, "step": 7}
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -349,21 +349,23 @@ def test_sigterm_saves_stops_and_the_same_command_resumes(data_bin, tmp_path):
     assert state["extra_state"]["train_iterator"]["epoch"] == epoch
 
     args[args.index("--max-update") + 1] = str(updates + 2)
-    resumed = output(run_cli(BIN / "fairseq-train", *args, env=ONE_THREAD))
+    resumed = fairseq_train(*args)  # the same command, in this process from here on
+    assert resumed.error is None, resumed.output[-3000:]
     assert re.search(
         rf"Loaded checkpoint \S*checkpoint_last\.pt \(epoch {epoch} @ {updates} "
         r"updates\)",
-        resumed,
+        resumed.output,
     )
-    assert sorted(curve(resumed)) == [updates + 1, updates + 2]
+    assert sorted(curve(resumed.output)) == [updates + 1, updates + 2]
 
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in save.iterdir()}
-    again = run_cli(BIN / "fairseq-train", *args, env=ONE_THREAD)
-    assert again.stderr.strip().splitlines()[-1] == (
+    again = fairseq_train(*args)
+    assert isinstance(again.error, SystemExit) and again.error.code == 0
+    assert again.output.strip().splitlines()[-1] == (
         f"nothing to do: the checkpoint loaded is at update {updates + 2} (epoch {epoch}), so "
         "--max-update is reached; raise it to train on"
     )
-    assert not curve(output(again))
+    assert not curve(again.output)
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in save.iterdir()} == before
 
 
@@ -371,18 +373,12 @@ def test_a_second_run_on_a_save_dir_in_use_is_one_line(data_bin, tmp_path):
     save = tmp_path / "save"
     with subprocess.Popen(["sleep", "120"]) as other:
         holder = hold_lock(save, other.pid)
-        proc = run_cli(
-            BIN / "fairseq-train", *train_args(data_bin, save, 4), check=False, env=ONE_THREAD
-        )
+        run = fairseq_train(*train_args(data_bin, save, 4))
         other.kill()
-    assert proc.returncode == 1
-    assert (
-        proc.stderr.strip()
-        .splitlines()[-1]
-        .startswith(
-            f"error: --save-dir {save} is in use by another run: process {other.pid} on "
-            f"{holder['host']}, started {holder['started']}"
-        )
+    assert isinstance(run.error, UsageError)
+    assert str(run.error).startswith(
+        f"--save-dir {save} is in use by another run: process {other.pid} on "
+        f"{holder['host']}, started {holder['started']}"
     )
     assert os.listdir(save) == [checkpoint_saving.LOCK]  # nothing written, the lock left alone
     assert json.loads((save / checkpoint_saving.LOCK).read_text()) == holder

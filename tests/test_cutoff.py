@@ -8,10 +8,12 @@ import torch
 from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
 
 import rdrop_fairseq.cutoff as cutoff
+from rdrop_fairseq.errors import UsageError
 from rdrop_fairseq.sample import duplicate_sample
-from support import BIN, USER_DIR, run_cli
+from support import USER_DIR
 from support.loss_reference import criterion_reference
 from support.tiny_model import build, random_sample, train_args
+from support.training import fairseq_train
 
 EPS = 0.1
 
@@ -213,10 +215,10 @@ def test_cutoff_needs_alpha(tmp_path):
         build(tmp_path, extra=["--rdrop-alpha", "0", "--rdrop-cutoff", "0.1"])
 
 
-@pytest.mark.slow
-def test_bad_cutoff_on_the_command_line_is_one_error_line(tmp_path):
-    proc = run_cli(
-        BIN / "fairseq-train",
+def test_bad_cutoff_through_fairseq_train_is_one_error(tmp_path):
+    """fairseq-train in this process: the UsageError its command line prints as ``error: ...``
+    (that hook: tests/test_training_errors.py)."""
+    run = fairseq_train(
         *train_args(
             tmp_path,
             extra=[
@@ -233,11 +235,7 @@ def test_bad_cutoff_on_the_command_line_is_one_error_line(tmp_path):
                 "--max-tokens",
                 "100",
             ],
-        ),
-        check=False,
-        timeout=300,
+        )
     )
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "error: --rdrop-cutoff must be a probability in [0, 1), got 1.0"
-    )
+    assert isinstance(run.error, UsageError), run.output[-3000:]
+    assert str(run.error) == "--rdrop-cutoff must be a probability in [0, 1), got 1.0"

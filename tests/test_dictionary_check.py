@@ -1,9 +1,17 @@
 """Checkpoints record their dictionaries; resuming, fairseq-generate and fairseq-validate refuse
 data whose dictionaries were reordered or resized, in one line naming the checkpoint and the data;
-a checkpoint without the record loads as before."""
+a checkpoint without the record loads as before. The commands run in this process: the one line
+is the message of the UsageError they end with, which the command line prints as ``error: ...``
+(the command lines themselves: tests/test_training_errors.py)."""
 
+import contextlib
+import importlib
+import io
+import logging
 import re
 import shutil
+import sys
+from unittest import mock
 
 import pytest
 import torch
@@ -11,12 +19,34 @@ from fairseq.data import Dictionary
 
 import rdrop_fairseq  # noqa: F401  (installs the fixes)
 from rdrop_fairseq import dictionary_check
-from support import BIN, USER_DIR, run_cli
-from support.training import last_state, output, train_args
+from rdrop_fairseq.errors import UsageError
+from support import USER_DIR
+from support.training import Run, fairseq_train, last_state, train_args
 
 
-def last_line(text):
-    return text.strip().splitlines()[-1]
+def fairseq_command(command, *args):
+    """fairseq-``command``'s ``cli_main`` (generate, validate) in this process, on ``args``: a
+    :class:`Run` with what it printed and the :class:`UsageError` it ended with (else None), as
+    ``fairseq_train``. The plugin's hook prints that error as the command line's ``error:`` line
+    (tests/test_training_errors.py runs fairseq-generate for it)."""
+    module = importlib.import_module(f"fairseq_cli.{command}")
+    text, error = io.StringIO(), None
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # fairseq-validate resets the logging
+    argv = [f"fairseq-{command}", *[str(a) for a in args]]
+    try:
+        with (
+            mock.patch.object(sys, "argv", argv),
+            contextlib.redirect_stdout(text),
+            contextlib.redirect_stderr(text),
+        ):
+            module.cli_main()
+    except UsageError as e:
+        error = e
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return Run(text.getvalue(), error)
 
 
 def data_copy(data_bin, out, change=None):
@@ -41,7 +71,8 @@ def grown(lines):
 def trained(data_bin, tmp_path_factory):
     """A 2-update run's save dir."""
     save = tmp_path_factory.mktemp("trained")
-    run_cli(BIN / "fairseq-train", *train_args(data_bin, save, 2, "--disable-validation"))
+    run = fairseq_train(*train_args(data_bin, save, 2, "--disable-validation"))
+    assert run.error is None, run.output[-3000:]
     return save
 
 
@@ -82,15 +113,14 @@ def test_resume_refuses_other_dictionaries(trained, data_bin, tmp_path, change, 
     shutil.copytree(trained, save)
     data = data_copy(data_bin, tmp_path / "data", change)
     before = (save / "checkpoint_last.pt").read_bytes()
-    proc = run_cli(BIN / "fairseq-train", *train_args(data, save, 4), check=False)
-    assert proc.returncode == 1, output(proc)[-3000:]
+    run = fairseq_train(*train_args(data, save, 4))
+    assert isinstance(run.error, UsageError), run.output[-3000:]
     assert re.fullmatch(
-        rf"error: checkpoint \S*{re.escape(str(save))}/checkpoint_last\.pt was trained with "
-        rf"another source dictionary than {re.escape(str(data))}/dict\.de\.txt \({how}\): use "
-        r"the data directory it was trained on .*; to train a new model on this data, use a new "
-        r"--save-dir",
-        last_line(proc.stderr),
-    ), last_line(proc.stderr)
+        rf"checkpoint \S*{re.escape(str(save))}/checkpoint_last\.pt was trained with another "
+        rf"source dictionary than {re.escape(str(data))}/dict\.de\.txt \({how}\): use the data "
+        r"directory it was trained on .*; to train a new model on this data, use a new --save-dir",
+        str(run.error),
+    ), str(run.error)
     assert (save / "checkpoint_last.pt").read_bytes() == before
 
 
@@ -100,8 +130,8 @@ def test_generate_and_validate_refuse_other_dictionaries(
 ):
     data = data_copy(data_bin, tmp_path / "data", change)
     path = trained / "checkpoint_last.pt"
-    proc = run_cli(
-        BIN / f"fairseq-{command}",
+    run = fairseq_command(
+        command,
         data,
         "--user-dir",
         USER_DIR,
@@ -115,14 +145,13 @@ def test_generate_and_validate_refuse_other_dictionaries(
         "-t",
         "en",
         *(["--task", "translation"] if command == "validate" else []),
-        check=False,
     )
-    assert proc.returncode == 1, output(proc)[-3000:]
+    assert isinstance(run.error, UsageError), run.output[-3000:]
     assert re.fullmatch(
-        rf"error: checkpoint {re.escape(str(path))} was trained with another "
+        rf"checkpoint {re.escape(str(path))} was trained with another "
         rf"source dictionary than {re.escape(str(data))}/dict\.de\.txt .*\)",
-        last_line(proc.stderr),
-    ), last_line(proc.stderr)
+        str(run.error),
+    ), str(run.error)
 
 
 def test_a_checkpoint_without_the_record_loads_as_before(trained, data_bin, tmp_path):
@@ -131,8 +160,8 @@ def test_a_checkpoint_without_the_record_loads_as_before(trained, data_bin, tmp_
     old = tmp_path / "old.pt"
     torch.save(state, old)
     data = data_copy(data_bin, tmp_path / "data", swapped)  # not refused: nothing to compare
-    proc = run_cli(
-        BIN / "fairseq-generate",
+    run = fairseq_command(
+        "generate",
         data,
         "--user-dir",
         USER_DIR,
@@ -146,4 +175,5 @@ def test_a_checkpoint_without_the_record_loads_as_before(trained, data_bin, tmp_
         "-t",
         "en",
     )
-    assert "Generate test with beam=5" in output(proc)
+    assert run.error is None, run.output[-3000:]
+    assert "Generate test with beam=5" in run.output

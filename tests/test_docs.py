@@ -5,6 +5,7 @@ defaults and choices."""
 
 import dataclasses
 import enum
+import os
 import re
 import subprocess
 import sys
@@ -29,8 +30,14 @@ def declared_tools():
 
 @pytest.fixture(scope="module")
 def helps():
-    """{tool: its --help output}, each run as the installed command."""
-    return {name: run_cli(BIN / name, "--help", check=False) for name in declared_tools()}
+    """{tool: its --help output}, each run as the installed command (four at a time: each is
+    mostly a Python start)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = declared_tools()
+    with ThreadPoolExecutor(4) as pool:
+        procs = pool.map(lambda name: run_cli(BIN / name, "--help", check=False), names)
+        return dict(zip(names, procs))
 
 
 @pytest.mark.slow
@@ -152,13 +159,6 @@ def test_the_readme_benchmark_command_writes_the_file_it_links():
 # -- environment variables -----------------------------------------------------------------------
 
 
-def python_with(env, code):
-    """``code``'s stdout in a fresh interpreter that has ``env`` (the variables are read at
-    import)."""
-    proc = run_cli(sys.executable, "-c", code, env=env)
-    return proc.stdout.strip().splitlines()[-1]
-
-
 @pytest.mark.parametrize("value, on", [("1", True), ("0", False), ("", False), ("yes", False)])
 def test_traceback_variable(monkeypatch, capsys, value, on):
     """RDROP_TRACEBACK=1: the traceback, then the same one `error:` line; other values: the line."""
@@ -175,25 +175,53 @@ def test_traceback_variable(monkeypatch, capsys, value, on):
     assert len(lines) > 1 if on else len(lines) == 1
 
 
-@pytest.mark.parametrize("value, on", [("1", True), ("0", False)])
-def test_trust_checkpoints_variable(value, on):
-    policy = python_with(
-        {"RDROP_TRUST_CHECKPOINTS": value},
-        "from rdrop_fairseq import checkpoint_loading as c; print(c.policy())",
-    )
+@pytest.mark.parametrize("value, on", [("1", True), ("0", False), ("", False)])
+def test_trust_checkpoints_variable(monkeypatch, value, on):
+    """Read at each load and for the start-up line: checked in this process."""
+    from rdrop_fairseq import checkpoint_loading
+
+    monkeypatch.setenv(checkpoint_loading.TRUST_CHECKPOINTS, value)
+    policy = checkpoint_loading.policy()
     assert policy.startswith("full unpickler (RDROP_TRUST_CHECKPOINTS=1") == on, policy
+    assert checkpoint_loading.trusted() == on
 
 
-@pytest.mark.parametrize("value, on", [("1", True), ("0", False)])
-def test_no_fixes_variable(value, on):
-    """RDROP_FAIRSEQ_NO_FIXES=1 leaves fairseq as installed (e.g. its load_checkpoint)."""
-    changed = python_with(
-        {"RDROP_FAIRSEQ_NO_FIXES": value},
+@pytest.mark.parametrize("value, on", [("1", True), ("0", False), ("", False)])
+def test_no_fixes_variable(monkeypatch, value, on):
+    """RDROP_FAIRSEQ_NO_FIXES=1 leaves fairseq as installed: apply(), which the import calls,
+    reads it. Here apply() runs in this process on a stand-in for fairseq's load_checkpoint
+    (restored after the test); the next test runs the import itself."""
+    from fairseq import checkpoint_utils
+
+    from rdrop_fairseq import fairseq_fixes
+
+    def load_checkpoint(*args, **kwargs):  # fairseq's, as installed: no change on it
+        pass
+
+    monkeypatch.setattr(checkpoint_utils, "load_checkpoint", load_checkpoint)
+    monkeypatch.setenv(fairseq_fixes.NO_FIXES, value)
+    changed = fairseq_fixes.apply()
+    assert (checkpoint_utils.load_checkpoint is load_checkpoint) == on
+    assert hasattr(checkpoint_utils.load_checkpoint, fairseq_fixes.MARK) == (not on)
+    assert ("missing --restore-file is an error" in changed) == (not on)
+
+
+def test_no_fixes_variable_at_import():
+    """The import-time path, once, as a program meets it: importing the plugin with
+    RDROP_FAIRSEQ_NO_FIXES=1 leaves fairseq's load_checkpoint as installed, where this process,
+    which imported the plugin without the variable, has it changed."""
+    from fairseq import checkpoint_utils
+
+    from rdrop_fairseq.fairseq_fixes import MARK, NO_FIXES  # imports the plugin
+
+    code = (
         "import rdrop_fairseq\nfrom fairseq import checkpoint_utils\n"
         "from rdrop_fairseq.fairseq_fixes import MARK\n"
-        "print(hasattr(checkpoint_utils.load_checkpoint, MARK))",
+        "print(hasattr(checkpoint_utils.load_checkpoint, MARK))"
     )
-    assert changed == str(not on)
+    proc = run_cli(sys.executable, "-c", code, env={NO_FIXES: "1"})
+    assert proc.stdout.strip().splitlines()[-1] == "False"
+    assert os.environ.get(NO_FIXES) != "1" and hasattr(checkpoint_utils.load_checkpoint, MARK)
 
 
 def test_documented_variables_take_one():

@@ -1,8 +1,8 @@
 """The experiment reports (examples/translation/experiment_report.py): the figures they take from
-fairseq's json logs (rdrop_tools/training_logs.py), and each experiment's results folder. The
-committed results' inputs (days of training logs) are not in the repository: each committed
-results folder is regenerated from synthetic logs that hold its figures, and must come out the
-same, table byte for byte, only the machine being this one.
+fairseq's json logs (rdrop_tools/training_logs.py), each report on a small work folder whose
+results are written out by hand here, and the committed results folders checked against
+themselves (table against json, picks against the sweep, the cutoff experiment against the
+picks it quotes, the GPU figures against the training logs committed beside them).
 
 The report is a script beside the experiments: this module puts its folder on sys.path and
 imports it."""
@@ -18,7 +18,9 @@ EXPERIMENTS = ROOT / "examples" / "translation"
 sys.path.insert(0, str(EXPERIMENTS))
 import experiment_report  # noqa: E402
 from machine import machine_info  # noqa: E402  (benchmarks/, on the path of experiment_report)
-from run_summary import summarize_run, total_wall_s  # noqa: E402
+from run_summary import summarize_log, summarize_run, total_wall_s  # noqa: E402
+
+from rdrop_tools.training_logs import read_fairseq_log  # noqa: E402
 
 COMMITTED = EXPERIMENTS / "results"
 SUMMARY_KEYS = (
@@ -120,99 +122,284 @@ def test_a_run_is_summarized_from_its_json_log_and_options(tmp_path):
     assert [r["bleu"] for r in log["valid"]] == [30.49, 31.5, 30.47]
 
 
-def multi30k_work(work, results):
-    """The work folder experiment-multi30k.sh leaves, for the figures of ``results``."""
-    for run, summary in results["sweep"].items():
-        write_run(work / run, summary)
-    write_scores(work / "baseline.test2016", results["baseline"])
+def summary(options, best_valid_bleu, epochs=2, kl=None):
+    """A run's figures, as summarize_run gives them, for a run of 100 updates an epoch taking
+    5 minutes an epoch at 1 000 tokens/s, best on valid at its last epoch."""
+    return {
+        "options": options,
+        "epochs": epochs,
+        "updates": 100 * epochs,
+        "wall_s": 300.0 * epochs,
+        "median_train_wps": 1000.0,
+        "best_valid_bleu": best_valid_bleu,
+        "best_epoch": epochs,
+        "final_train_kl_loss": kl,
+    }
+
+
+SWEEP = {
+    "baseline-d0.1": summary("--baseline --dropout 0.1", 30.0),
+    "baseline-d0.3": summary("--baseline --dropout 0.3", 29.0, epochs=3),
+    "rdrop-a2": summary("--rdrop-alpha 2", 31.0, kl=0.5),
+    "rdrop-a5": summary("--rdrop-alpha 5", 30.5, kl=0.25),
+}
+SIGNATURES = {"signature": "BLEU-sig", "chrf_signature": "chrF-sig"}
+
+
+def multi30k_work(work):
+    """What experiment-multi30k.sh leaves: the sweep's four finished runs, one unfinished run
+    with the best valid BLEU of all (no .done: not a candidate), the picks' test scores."""
+    for run, figures in SWEEP.items():
+        write_run(work / run, figures)
+    write_run(work / "rdrop-a9", summary("--rdrop-alpha 9", 40.0))
+    (work / "rdrop-a9" / ".done").unlink()
+    write_scores(work / "baseline.test2016", {"bleu": 32.0, "chrf": 55.0, "n": 4})
     write_scores(
-        work / "rdrop.test2016",
-        results["rdrop"],
-        p_value=results["p_value"],
-        **{k: results[k] for k in ("signature", "chrf_signature")},
+        work / "rdrop.test2016", {"bleu": 33.25, "chrf": 55.5, "n": 4}, p_value=0.0123, **SIGNATURES
     )
 
 
-def test_the_multi30k_results_come_out_as_committed(tmp_path, capsys):
-    folder, results = committed("multi30k")
+def test_the_multi30k_report_picks_the_best_valid_run_of_each_kind(tmp_path, capsys):
     work, out = tmp_path / "work", tmp_path / "out"
-    multi30k_work(work, results)
+    multi30k_work(work)
     report("multi30k", "--work", work, "--select")
-    assert capsys.readouterr().out.split() == [results["baseline"]["run"], results["rdrop"]["run"]]
+    assert capsys.readouterr().out == "baseline-d0.1 rdrop-a2\n"
     report("multi30k", "--work", work, "--out", out)
-    regenerated = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    assert without_machine(regenerated) == without_machine(results)
-    assert list(regenerated) == list(results)
-    assert regenerated["machine"] == json.loads(json.dumps(machine_info()))
-    assert (out / "results.md").read_text(encoding="utf-8") == (folder / "results.md").read_text(
-        encoding="utf-8"
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert list(results) == [
+        "baseline",
+        "rdrop",
+        "p_value",
+        "signature",
+        "chrf_signature",
+        "sweep",
+        "machine",
+        "commands",
+    ]
+    assert results["baseline"] == dict(
+        SWEEP["baseline-d0.1"], run="baseline-d0.1", bleu=32.0, chrf=55.0, n=4
+    )
+    assert results["rdrop"] == dict(SWEEP["rdrop-a2"], run="rdrop-a2", bleu=33.25, chrf=55.5, n=4)
+    assert results["p_value"] == 0.0123
+    assert (results["signature"], results["chrf_signature"]) == ("BLEU-sig", "chrF-sig")
+    assert results["sweep"] == SWEEP
+    assert results["machine"] == json.loads(json.dumps(machine_info()))
+    assert results["commands"] == [
+        "bash scripts/setup-venv.sh",
+        "bash examples/translation/experiment-multi30k.sh",
+    ]
+    assert (out / "results.md").read_text(encoding="utf-8") == (
+        "| system | run | test2016 BLEU | chrF | best valid BLEU (epoch) | updates | wall time |\n"
+        "|---|---|---|---|---|---|---|\n"
+        "| baseline (label_smoothed_cross_entropy) | baseline-d0.1 | 32.00 | 55.00 | 30.00 (2) "
+        "| 200 | 10 min |\n"
+        "| R-Drop | rdrop-a2 | 33.25 | 55.50 | 31.00 (2) | 200 | 10 min |\n"
+        "\n"
+        "R-Drop − baseline on test2016: +1.25 BLEU, +0.50 chrF; paired bootstrap p = 0.0123\n"
+        "(BLEU BLEU-sig; chrF chrF-sig)\n"
+        "\n"
+        "| sweep run (val) | options | best valid BLEU (epoch) | updates | wall time |\n"
+        "|---|---|---|---|---|\n"
+        "| baseline-d0.1 | `--baseline --dropout 0.1` | 30.00 (2) | 200 | 10 min |\n"
+        "| baseline-d0.3 | `--baseline --dropout 0.3` | 29.00 (3) | 300 | 15 min |\n"
+        "| rdrop-a2 | `--rdrop-alpha 2` | 31.00 (2) | 200 | 10 min |\n"
+        "| rdrop-a5 | `--rdrop-alpha 5` | 30.50 (2) | 200 | 10 min |\n"
     )
     for system in ("baseline", "rdrop"):
-        assert (
-            out / f"{system}.test2016.hyp"
-        ).read_text() == f"a hypothesis of {system}.test2016\n"
+        hyp = (out / f"{system}.test2016.hyp").read_text()
+        assert hyp == f"a hypothesis of {system}.test2016\n"
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def cutoff_work(work, results):
-    """The work folder experiment-multi30k-cutoff.sh leaves, for the runs of ``results``."""
-    runs = [s for s in results["systems"] if s["source"] == "this run"]
-    signatures = {k: results[k] for k in ("signature", "chrf_signature")}
-    for row in runs:
-        write_run(work / row["run"], {k: row[k] for k in SUMMARY_KEYS})
-        write_scores(
-            work / f"{row['run']}.test2016",
-            row,
-            p_value=row["vs_baseline"]["p_value"],
-            **signatures,
-        )
-        rescored = {k: row[k] for k in ("bleu", "chrf", "n")}
-        (work / f"{row['run']}.test2016.vs-rdrop.json").write_text(
-            json.dumps(dict(rescored, p_value=row["vs_rdrop"]["p_value"], **signatures))
-        )
-    return [row["run"] for row in runs]
+def committed_picks(folder):
+    """A results folder of experiment-multi30k.sh, as much of it as the cutoff report reads."""
+    folder.mkdir()
+    picks = {
+        "baseline": dict(SWEEP["baseline-d0.1"], run="baseline-d0.1", bleu=32.0, chrf=55.0, n=4),
+        "rdrop": dict(SWEEP["rdrop-a2"], run="rdrop-a2", bleu=33.25, chrf=55.5, n=4),
+        "p_value": 0.0123,
+        **SIGNATURES,
+    }
+    (folder / "results.json").write_text(json.dumps(picks), encoding="utf-8")
+    return picks
 
 
-def test_the_cutoff_results_come_out_as_committed(tmp_path):
-    folder, results = committed("multi30k-cutoff")
-    picks, _ = committed("multi30k")
+CUTOFF_RUNS = {  # run: (summary, test2016 BLEU, chrF, p against the baseline, p against R-Drop)
+    "cutoff-a2-d0.1": (summary("--rdrop-alpha 2 --rdrop-cutoff 0.05", 31.5, kl=0.5), 33.0, 56.0,
+                       0.04, 0.3),
+    "simcut-a3-d0.1": (summary("--rdrop-alpha 3 --simcut", 30.25, kl=0.75), 31.5, 54.0, 0.02,
+                       0.001),
+}  # fmt: skip
+
+
+def cutoff_work(work):
+    """What experiment-multi30k-cutoff.sh leaves for the two runs of CUTOFF_RUNS."""
+    for run, (figures, bleu, chrf, p_baseline, p_rdrop) in CUTOFF_RUNS.items():
+        write_run(work / run, figures)
+        row = {"bleu": bleu, "chrf": chrf, "n": 4}
+        write_scores(work / f"{run}.test2016", row, p_value=p_baseline, **SIGNATURES)
+        (work / f"{run}.test2016.vs-rdrop.json").write_text(
+            json.dumps(dict(row, p_value=p_rdrop, **SIGNATURES))
+        )
+    return list(CUTOFF_RUNS)
+
+
+def test_the_cutoff_report_sets_the_new_runs_beside_the_committed_picks(tmp_path):
+    picks = committed_picks(tmp_path / "committed")
     work, out = tmp_path / "work", tmp_path / "out"
-    runs = cutoff_work(work, results)
-    report("cutoff", "--work", work, "--committed", picks, "--out", out, *runs)
-    regenerated = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    for row in results["systems"][:2]:  # the committed picks' folder, as the experiment named it
-        row["source"] = f"committed ({picks})"
-    assert without_machine(regenerated) == without_machine(results)
-    assert list(regenerated) == list(results)
-    assert (out / "results.md").read_text(encoding="utf-8") == (folder / "results.md").read_text(
-        encoding="utf-8"
+    runs = cutoff_work(work)
+    report("cutoff", "--work", work, "--committed", tmp_path / "committed", "--out", out, *runs)
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert list(results) == ["systems", "signature", "chrf_signature", "machine", "commands"]
+    source = f"committed ({tmp_path / 'committed'})"
+    baseline, rdrop, cutoff, simcut = results["systems"]
+    assert baseline == dict(
+        picks["baseline"],
+        system="baseline (label_smoothed_cross_entropy)",
+        source=source,
+        vs_baseline=None,
+        vs_rdrop=None,
     )
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["curves.png", "results.json", "results.md", *(f"{run}.test2016.hyp" for run in runs)]
+    assert rdrop == dict(
+        picks["rdrop"],
+        system="R-Drop",
+        source=source,
+        vs_baseline={"delta_bleu": 1.25, "p_value": 0.0123},
+        vs_rdrop=None,
     )
+    assert cutoff == dict(
+        CUTOFF_RUNS["cutoff-a2-d0.1"][0],
+        run="cutoff-a2-d0.1",
+        system="R-Drop + Cutoff",
+        source="this run",
+        bleu=33.0,
+        chrf=56.0,
+        n=4,
+        vs_baseline={"delta_bleu": 1.0, "p_value": 0.04},
+        vs_rdrop={"delta_bleu": -0.25, "p_value": 0.3},
+    )
+    assert simcut["system"] == "SimCut" and simcut["bleu"] == 31.5
+    assert simcut["vs_baseline"] == {"delta_bleu": -0.5, "p_value": 0.02}
+    assert simcut["vs_rdrop"] == {"delta_bleu": -1.75, "p_value": 0.001}
+    assert results["commands"] == [
+        "bash scripts/setup-venv.sh",
+        "bash examples/translation/experiment-multi30k-cutoff.sh",
+    ]
+    assert (out / "results.md").read_text(encoding="utf-8") == (
+        "| system | run | test2016 BLEU | chrF | vs baseline: ΔBLEU (p) | vs R-Drop: ΔBLEU (p) "
+        "| best valid BLEU (epoch) | updates | wall time | train tokens/s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+        "| baseline (label_smoothed_cross_entropy) | baseline-d0.1 | 32.00 | 55.00 | — | — "
+        "| 30.00 (2) | 200 | 10 min | 1000 |\n"
+        "| R-Drop | rdrop-a2 | 33.25 | 55.50 | +1.25 (p = 0.0123) | — | 31.00 (2) | 200 "
+        "| 10 min | 1000 |\n"
+        "| R-Drop + Cutoff | cutoff-a2-d0.1 | 33.00 | 56.00 | +1.00 (p = 0.0400) "
+        "| -0.25 (p = 0.3000) | 31.50 (2) | 200 | 10 min | 1000 |\n"
+        "| SimCut | simcut-a3-d0.1 | 31.50 | 54.00 | -0.50 (p = 0.0200) | -1.75 (p = 0.0010) "
+        "| 30.25 (2) | 200 | 10 min | 1000 |\n"
+        "\n"
+        "Options of the new runs (train-multi30k.sh, 20 epochs): cutoff-a2-d0.1: "
+        "`--rdrop-alpha 2 --rdrop-cutoff 0.05`; simcut-a3-d0.1: `--rdrop-alpha 3 --simcut`\n"
+        "(BLEU BLEU-sig; chrF chrF-sig; p: paired bootstrap against the committed test2016 "
+        "hypotheses)\n"
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "curves.png",
+        "cutoff-a2-d0.1.test2016.hyp",
+        "results.json",
+        "results.md",
+        "simcut-a3-d0.1.test2016.hyp",
+    ]
 
 
 def test_the_cutoff_report_refuses_two_scorings_of_a_run_that_disagree(tmp_path):
-    _, results = committed("multi30k-cutoff")
+    committed_picks(tmp_path / "committed")
     work, out = tmp_path / "work", tmp_path / "out"
-    run = cutoff_work(work, results)[0]
+    run = cutoff_work(work)[0]
     rescored = work / f"{run}.test2016.vs-rdrop.json"
     rescored.write_text(json.dumps(dict(json.loads(rescored.read_text()), bleu=1.0)))
     with pytest.raises(SystemExit) as exit_info:
-        report("cutoff", "--work", work, "--committed", COMMITTED / "multi30k", "--out", out, run)
+        report("cutoff", "--work", work, "--committed", tmp_path / "committed", "--out", out, run)
     assert str(exit_info.value).startswith("error: incomplete experiment")
     assert "disagree" in str(exit_info.value) and "\n" not in str(exit_info.value)
     assert not out.exists()
 
 
 def test_a_missing_hypothesis_file_stops_the_report_before_it_writes(tmp_path):
-    _, results = committed("multi30k")
     work, out = tmp_path / "work", tmp_path / "out"
-    multi30k_work(work, results)
+    multi30k_work(work)
     (work / "rdrop.test2016.hyp").unlink()
     with pytest.raises(SystemExit) as exit_info:
         report("multi30k", "--work", work, "--out", out)
     assert "rdrop.test2016.hyp" in str(exit_info.value) and not out.exists()
+
+
+# -- the committed results, each against what it was made from or quotes --
+
+GPU_RESULTS = ("multi30k-gpu", "multi30k-gpu-seed2", "multi30k-gpu-seed3")
+
+
+@pytest.mark.parametrize(
+    "name, markdown",
+    [
+        ("multi30k", experiment_report.markdown_multi30k),
+        ("multi30k-cutoff", experiment_report.markdown_cutoff),
+        *((name, experiment_report.markdown_gpu) for name in GPU_RESULTS),
+    ],
+)
+def test_each_committed_table_is_the_markdown_of_its_json(name, markdown):
+    folder, results = committed(name)
+    assert markdown(results) == (folder / "results.md").read_text(encoding="utf-8")
+
+
+def test_the_committed_picks_are_the_sweeps_best_valid_runs():
+    _, results = committed("multi30k")
+    for system in ("baseline", "rdrop"):
+        pick = results[system]
+        candidates = {r: s for r, s in results["sweep"].items() if r.startswith(system + "-")}
+        assert len(candidates) >= 2
+        assert all(s["best_valid_bleu"] <= pick["best_valid_bleu"] for s in candidates.values())
+        assert {k: pick[k] for k in SUMMARY_KEYS} == candidates[pick["run"]]
+
+
+def test_the_committed_cutoff_results_quote_the_committed_picks():
+    _, picks = committed("multi30k")
+    _, results = committed("multi30k-cutoff")
+    baseline, rdrop, *new = results["systems"]
+    for row, pick in ((baseline, picks["baseline"]), (rdrop, picks["rdrop"])):
+        assert {k: row[k] for k in pick} == pick and row["source"].startswith("committed (")
+    assert rdrop["vs_baseline"]["p_value"] == picks["p_value"]
+    assert new and all(row["source"] == "this run" for row in new)
+    for row in (rdrop, *new):
+        delta = row["vs_baseline"]["delta_bleu"]
+        assert delta == pytest.approx(row["bleu"] - picks["baseline"]["bleu"], abs=1e-12)
+    for row in new:
+        delta = row["vs_rdrop"]["delta_bleu"]
+        assert delta == pytest.approx(row["bleu"] - picks["rdrop"]["bleu"], abs=1e-12)
+    assert (results["signature"], results["chrf_signature"]) == (
+        picks["signature"],
+        picks["chrf_signature"],
+    )
+
+
+@pytest.mark.parametrize("name", GPU_RESULTS)
+def test_the_committed_gpu_figures_are_those_of_the_committed_training_logs(name):
+    folder, results = committed(name)
+    systems = results["systems"]
+    baseline = systems[results["baseline"]]
+    assert list(systems)[0] == results["baseline"]
+    for system, figures in systems.items():
+        log = read_fairseq_log(folder / f"{system}.train.log")
+        summarized = summarize_log(log)
+        assert {k: figures[k] for k in summarized} == summarized, system
+        assert figures["final_train_nll_loss"] == log["train"][-1]["nll_loss"]
+        assert figures["final_valid_nll_loss"] == log["valid"][-1]["nll_loss"]
+        assert len((folder / f"{system}.test2016.hyp").read_text().splitlines()) == figures["n"]
+        if system != results["baseline"]:
+            assert figures["delta_bleu"] == pytest.approx(figures["bleu"] - baseline["bleu"])
+            assert figures["delta_chrf"] == pytest.approx(figures["chrf"] - baseline["chrf"])
+    assert results["equal_updates"] == (len({s["updates"] for s in systems.values()}) == 1)
+    assert results["data"]["test_sentences"] == baseline["n"]
 
 
 def gpu_work(work, data_bin, baseline_bleu=30.0):

@@ -2,7 +2,8 @@
 where there is one; a finite KL term for extreme logits and tokens masked to -inf in both copies;
 batches at the edges (one sentence, --max-target-positions, a target of only EOS,
 --ignore-prefix-size, --sentence-avg) train with a finite loss. A 1-layer, 16-dim Transformer;
-the command-line runs use the synthetic corpus (``data_bin``) on the CPU."""
+the fairseq-train runs use the synthetic corpus (``data_bin``): on the CPU in this process, on
+CUDA as a command line."""
 
 import math
 import re
@@ -14,16 +15,19 @@ import torch.nn.functional as F
 from fairseq.data import Dictionary, LanguagePairDataset
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, applies the fixes)
+from rdrop_fairseq import fairseq_fixes
 from rdrop_fairseq.criterion import LabelSmoothedCrossEntropyRDropCriterion as RDrop
 from rdrop_fairseq.loss import training_loss
 from support import BIN, run_cli
 from support.tiny_model import build
-from support.training import curve, last_state, train_args
+from support.training import curve, fairseq_train, last_state, output, train_args
 
 
-def fairseq_train(*args):
-    proc = run_cli(BIN / "fairseq-train", *args)
-    return proc.stdout + proc.stderr
+def trained_log(*args):
+    """What fairseq-train, run in this process on ``args``, logged; it must end without error."""
+    run = fairseq_train(*args)
+    assert run.error is None, run.output[-3000:]
+    return run.output
 
 
 def finite_curve(log):
@@ -31,8 +35,9 @@ def finite_curve(log):
     return values and all(math.isfinite(float(x)) for v in values.values() for x in v[1:])
 
 
-def test_bf16_on_cpu_trains_with_finite_loss(data_bin, tmp_path):
-    log = fairseq_train(*train_args(data_bin, tmp_path, 4, "--bf16"))
+def test_bf16_on_cpu_trains_with_finite_loss(data_bin, tmp_path, monkeypatch):
+    monkeypatch.setattr(fairseq_fixes, "_logged", set())  # logged once a process: as a new one
+    log = trained_log(*train_args(data_bin, tmp_path, 4, "--bf16"))
     assert "--bf16 without torch_xla" in log
     assert finite_curve(log) and len(curve(log)) == 4
     model = last_state(tmp_path)["model"]  # saved as fp32 by fairseq
@@ -44,7 +49,9 @@ def test_bf16_on_cpu_trains_with_finite_loss(data_bin, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("flag", ["--fp16", "--bf16"])
 def test_half_precision_on_cuda_trains_with_finite_loss(data_bin, tmp_path, flag):
-    log = fairseq_train(*train_args(data_bin, tmp_path, 8, flag, cpu=False))
+    # a command line: CUDA is initialized in its own process, not in this one
+    proc = run_cli(BIN / "fairseq-train", *train_args(data_bin, tmp_path, 8, flag, cpu=False))
+    log = output(proc)
     assert finite_curve(log) and len(curve(log)) == 8
 
 
@@ -208,7 +215,7 @@ def test_edge_batches_train_with_finite_loss(case, tmp_path):
 
 
 def test_edge_flags_through_fairseq_train(data_bin, tmp_path):
-    log = fairseq_train(
+    log = trained_log(
         *train_args(
             data_bin,
             tmp_path,

@@ -1,34 +1,74 @@
-"""Resuming long runs: a run killed with SIGKILL mid-epoch, and a 2-process run stopped and started
-again, continue exactly as the uninterrupted run; checkpoint_last.pt survives a crash while it is
-replaced; the same seed gives the same run twice. fairseq's real command lines on the synthetic
-corpus (the ``data_bin`` fixture: 1 000 pairs, 13 batches of --max-tokens 2000 an epoch) with a
-1-layer, 16-dim Transformer on the CPU, one thread per process.
+"""Resuming long runs: a run killed with SIGKILL mid-epoch continues exactly as the uninterrupted
+run; checkpoint_last.pt survives a crash while it is replaced; the same seed gives the same run
+twice. fairseq's real command line on the synthetic corpus (the ``data_bin`` fixture: 1 000
+pairs, 13 batches of --max-tokens 2000 an epoch) with a 1-layer, 16-dim Transformer on the CPU,
+one thread per process: the uninterrupted run and the run killed are fairseq-train processes;
+the resumed run and the second run of the same seed are fairseq-train's ``cli_main`` in this
+process, on one thread too (test_resume_exact.py resumes at other points, and with 2
+processes).
 
 Why resume can be bit-exact: fairseq re-seeds torch's RNG with ``seed + num_updates`` before every
 update (the dropout masks of update k do not depend on what ran before), shuffles each epoch with
 ``seed + epoch``, and the checkpoint holds the iterator position (``iterations_in_epoch``),
 optimizer and scheduler state. The updates done after the checkpoint are lost and redone
-identically. Bit-exactness needs the same CPU thread count (GEMM results depend on it). With
-several processes, rank 0 loads the checkpoint and broadcasts it to the other ranks, which
-unpickle it through the plugin's loader (omegaconf's config included).
+identically. Bit-exactness needs the same CPU thread count (GEMM results depend on it).
 """
 
+import contextlib
 import os
 import re
 import shutil
 import signal
 import subprocess
 import threading
+from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 from fairseq import checkpoint_utils
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, installs the loader)
-from support import BIN, LAUNCHER, run_cli
-from support.training import curve, last_state, output, train_args
+from rdrop_fairseq import fairseq_fixes
+from support import BIN, run_cli
+from support.training import curve, fairseq_train, last_state, output, train_args
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # a 16-dim model: threads only add contention
+
+
+@contextlib.contextmanager
+def as_in_a_new_process():
+    """What a new fairseq-train process starts with, for a run in this one, and this process's
+    state back afterwards: one CPU thread (as the processes' OMP_NUM_THREADS=1), no best
+    validation score of an earlier run (fairseq keeps it on ``checkpoint_utils.save_checkpoint``),
+    none of the plugin's log-once lines logged yet, and torch's and numpy's global RNGs as they
+    were (fairseq seeds them)."""
+    threads, torch_rng, numpy_rng = (
+        torch.get_num_threads(),
+        torch.get_rng_state(),
+        np.random.get_state(),
+    )
+    saved = vars(checkpoint_utils.save_checkpoint)
+    had_best, best = "best" in saved, saved.pop("best", None)
+    with mock.patch.object(fairseq_fixes, "_logged", set()):
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            torch.set_rng_state(torch_rng)
+            np.random.set_state(numpy_rng)
+            saved.pop("best", None)
+            if had_best:
+                saved["best"] = best
+
+
+def train_here(*args):
+    """fairseq-train in this process; what it logged."""
+    with as_in_a_new_process():
+        run = fairseq_train(*args)
+    assert run.error is None, run.output[-3000:]
+    return run.output
 
 
 def tensors_equal(a, b):
@@ -106,7 +146,7 @@ def test_resume_after_sigkill_mid_epoch_is_bit_exact(baseline, data_bin, tmp_pat
     itr = state["extra_state"]["train_iterator"]
     assert saved_at in (4, 8, 12) and itr["epoch"] == 1 and itr["iterations_in_epoch"] == saved_at
 
-    resumed = output(run_cli(BIN / "fairseq-train", *args, env=ONE_THREAD))
+    resumed = train_here(*args)
     assert re.search(
         rf"Loaded checkpoint \S*checkpoint_last\.pt \(epoch 1 @ {saved_at} updates\)", resumed
     )
@@ -120,50 +160,12 @@ def test_resume_after_sigkill_mid_epoch_is_bit_exact(baseline, data_bin, tmp_pat
 
 
 def test_same_seed_gives_the_same_loss_curve_twice(baseline, data_bin, tmp_path):
+    """The fairseq-train process of ``baseline`` and a run in this process."""
     base_dir, base_log = baseline
-    again = output(
-        run_cli(
-            BIN / "fairseq-train",
-            *train_args(data_bin, tmp_path, RESUME["max_update"], *RESUME["extra"]),
-            env=ONE_THREAD,
-        )
-    )
+    again = train_here(*train_args(data_bin, tmp_path, RESUME["max_update"], *RESUME["extra"]))
     assert curve(again) == curve(base_log) and len(curve(again)) == 16
     first, second = last_state(base_dir)["model"], last_state(tmp_path)["model"]
     assert all(torch.equal(first[k], second[k]) for k in first)
-
-
-def test_two_process_run_resumes_as_if_never_stopped(data_bin, tmp_path):
-    """2 processes (gloo, CPU), dropout 0: 8 updates in one go, and 4 + 4 from checkpoint_last.pt
-    (rank 0 loads it and broadcasts the state, config included, to rank 1)."""
-
-    def train(save, updates):
-        return output(
-            run_cli(
-                *LAUNCHER,
-                "--nproc",
-                "2",
-                "--",
-                *train_args(data_bin, save, updates, "--dropout", "0", "--disable-validation"),
-                env=ONE_THREAD,
-                timeout=600,
-            )
-        )
-
-    whole = train(tmp_path / "whole", 8)
-    first = train(tmp_path / "stopped", 4)
-    second = train(tmp_path / "stopped", 8)
-    assert re.search(
-        r"\[rank 0\] .*Loaded checkpoint \S*checkpoint_last\.pt "
-        r"\(epoch 1 @ 4 updates\)",
-        second,
-    ), second[-3000:]
-    assert "Unsupported global" not in second
-    base, before, after = curve(whole), curve(first), curve(second)
-    assert sorted(base) == list(range(1, 9)) and base[8][0] == 2  # crossed an epoch boundary
-    assert sorted(before) == [1, 2, 3, 4] and sorted(after) == [5, 6, 7, 8]
-    assert {**before, **after} == base  # the same losses, as logged
-    assert_same_state(tmp_path / "whole", tmp_path / "stopped", 8)
 
 
 def test_checkpoint_last_survives_a_crash_while_it_is_replaced(tmp_path, monkeypatch):

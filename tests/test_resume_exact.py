@@ -7,43 +7,95 @@ the training batches once per process, breaking ties between sentences of equal 
 --seed + the epoch it builds them in; a process resumed in epoch e > 1 built other batches than
 the run that never stopped (built in epoch 1) and ended with other parameters. The plugin
 (rdrop_fairseq/resume.py) builds them as in epoch 1.
+
+The single-process runs are fairseq-train's ``cli_main`` in this process, one CPU thread each,
+every run (stopped, resumed, uninterrupted) made the same way: each builds its own task, hence
+its own batches, as a new process does (test_resume.py resumes a fairseq-train process killed
+with SIGKILL). The 2-process case runs 2 gloo ranks through the test launcher, twice: the run that
+never stopped, which also saves a checkpoint at the update where the other stops (the same
+save as at a --max-update stop), and a run resumed from that checkpoint as its
+checkpoint_last.pt; rank 0 loads it and broadcasts the state, config included, to rank 1, which
+unpickles it through the plugin's loader.
 """
 
+import contextlib
 import re
+import shutil
+from unittest import mock
 
+import numpy as np
 import pytest
 import torch
-from fairseq import trainer
+from fairseq import checkpoint_utils, trainer
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, installs the fixes)
-from rdrop_fairseq import resume
-from support import BIN, LAUNCHER, run_cli
+from rdrop_fairseq import fairseq_fixes, resume
+from support import LAUNCHER, run_cli
 from support.tiny_model import build
-from support.training import last_state, output, train_args
+from support.training import curve, fairseq_train, last_state, output, train_args
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 NO_DROPOUT = ("--dropout", "0")
 RESUMED_LINE = "the training batches are those a run that never stopped built in epoch 1"
 
 
-def train(data, save, updates, *extra, processes=1):
-    args = train_args(data, save, updates, *NO_DROPOUT, *extra)
-    if processes == 1:
-        return output(run_cli(BIN / "fairseq-train", *args, env=ONE_THREAD))
-    return output(
-        run_cli(
-            *LAUNCHER,
-            "--nproc",
-            str(processes),
-            "--",
-            *args,
-            env=ONE_THREAD,
-            timeout=600,
-        )
+@contextlib.contextmanager
+def as_in_a_new_process():
+    """What a new fairseq-train process starts with, for a run in this one, and this process's
+    state back afterwards: one CPU thread (as the subprocesses' OMP_NUM_THREADS=1; GEMM results
+    depend on the thread count), no best validation score of an earlier run (fairseq keeps it
+    on ``checkpoint_utils.save_checkpoint``), none of the plugin's log-once lines logged yet,
+    and torch's and numpy's global RNGs as they were (fairseq seeds them)."""
+    threads, torch_rng, numpy_rng = (
+        torch.get_num_threads(),
+        torch.get_rng_state(),
+        np.random.get_state(),
     )
+    saved = vars(checkpoint_utils.save_checkpoint)
+    had_best, best = "best" in saved, saved.pop("best", None)
+    with mock.patch.object(fairseq_fixes, "_logged", set()):
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            torch.set_rng_state(torch_rng)
+            np.random.set_state(numpy_rng)
+            saved.pop("best", None)
+            if had_best:
+                saved["best"] = best
+
+
+def train(data, save, updates, *extra):
+    """fairseq-train in this process; what it logged."""
+    with as_in_a_new_process():
+        run = fairseq_train(*train_args(data, save, updates, *NO_DROPOUT, *extra))
+    assert run.error is None, run.output[-3000:]
+    return run.output
+
+
+def launch(data, save, updates, *extra):
+    """2 fairseq-train processes (gloo) through the test launcher; what they printed."""
+    args = train_args(data, save, updates, *NO_DROPOUT, *extra)
+    return output(run_cli(*LAUNCHER, "--nproc", "2", "--", *args, env=ONE_THREAD, timeout=600))
+
+
+def tensors_equal(a, b):
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return (
+            isinstance(b, dict)
+            and a.keys() == b.keys()
+            and all(tensors_equal(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(tensors_equal(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def assert_identical(expected_dir, got_dir, updates):
+    """Parameters, optimizer state and scheduler state bit for bit."""
     expected, got = last_state(expected_dir), last_state(got_dir)
     assert got["optimizer_history"][-1]["num_updates"] == updates
     assert expected["model"].keys() == got["model"].keys()
@@ -53,11 +105,11 @@ def assert_identical(expected_dir, got_dir, updates):
         if not torch.equal(tensor, got["model"][name])
     ]
     assert not different, f"{len(different)} parameters differ, e.g. {different[0]}"
-    for a, b in zip(
-        expected["last_optimizer_state"]["state"].values(),
-        got["last_optimizer_state"]["state"].values(),
-    ):
-        assert all(torch.equal(a[k], b[k]) for k in a if torch.is_tensor(a[k]))
+    assert tensors_equal(expected["last_optimizer_state"], got["last_optimizer_state"])
+    assert (
+        expected["optimizer_history"][-1]["lr_scheduler_state"]
+        == got["optimizer_history"][-1]["lr_scheduler_state"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,17 +152,31 @@ def test_resumed_run_ends_bit_identical_to_the_uninterrupted_one(
     assert (RESUMED_LINE in log) == (resumed_epoch > 1)
 
 
-def test_two_processes_resumed_inside_epoch_2_end_bit_identical(data_bin, tmp_path):
-    """2 gloo processes: 7 updates an epoch (13 batches over 2 ranks), stopped at update 9."""
-    train(data_bin, tmp_path / "whole", 12, "--disable-validation", processes=2)
-    train(data_bin, tmp_path / "stopped", 9, "--disable-validation", processes=2)
-    log = train(data_bin, tmp_path / "stopped", 12, "--disable-validation", processes=2)
+def test_two_processes_resumed_inside_epoch_2_continue_as_if_never_stopped(data_bin, tmp_path):
+    """2 gloo processes: 7 updates an epoch (13 batches over 2 ranks; rank 1 gets fairseq's dummy
+    batch at the last update of each), resumed at update 9 (the second of epoch 2) and run to 15
+    (the first of epoch 3): the same logged losses and the same final state as the run that never
+    stopped."""
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    at_9 = ("--disable-validation", "--save-interval-updates", "9")
+    base = curve(launch(data_bin, whole, 15, *at_9))
+    saved = checkpoint_utils.load_checkpoint_to_cpu(str(whole / "checkpoint_2_9.pt"))
+    itr = saved["extra_state"]["train_iterator"]
+    assert saved["optimizer_history"][-1]["num_updates"] == 9
+    assert itr["epoch"] == 2 and itr["iterations_in_epoch"] == 2
+    stopped.mkdir()
+    shutil.copyfile(whole / "checkpoint_2_9.pt", stopped / "checkpoint_last.pt")
+    log = launch(data_bin, stopped, 15, *at_9)
     assert re.search(
-        r"\[rank 0\] .*Loaded checkpoint \S*checkpoint_last\.pt "
-        r"\(epoch 2 @ 9 updates\)",
-        log,
+        r"\[rank 0\] .*Loaded checkpoint \S*checkpoint_last\.pt \(epoch 2 @ 9 updates\)", log
     ), log[-3000:]
-    assert_identical(tmp_path / "whole", tmp_path / "stopped", 12)
+    assert "Unsupported global" not in log
+    after = curve(log)
+    assert sorted(base) == list(range(1, 16))
+    assert base[7][0] == 1 and base[8][0] == 2 and base[14][0] == 2 and base[15][0] == 3
+    assert sorted(after) == list(range(10, 16))  # on into epoch 3
+    assert {u: base[u] for u in after} == after  # the same losses, as logged
+    assert_identical(whole, stopped, 15)
 
 
 def _batches(folder, get_train_iterator, epoch):

@@ -1,20 +1,31 @@
 """Mistakes on fairseq's training and generation command lines: each ends with one ``error:``
 line and exit status 1 (2 for what argparse refuses) before any work, and leaves every existing
 checkpoint as it was. A loss that turns NaN/inf during training stops in one line that names the
-likely causes. The synthetic corpus (``data_bin``) and copies of one short run's save dir."""
+likely causes. The synthetic corpus (``data_bin``) and copies of one short run's save dir.
 
+Each mistake runs fairseq-train (or fairseq-generate) in this process, where it ends with the
+:class:`~rdrop_fairseq.errors.UsageError` whose message the command line prints as its ``error:``
+line (or with argparse's ``SystemExit(2)``). The command lines themselves run once for each way
+they end: the plugin's hook in fairseq-train and in fairseq-generate, and argparse."""
+
+import contextlib
 import hashlib
+import io
+import logging
 import re
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+import sys
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+from fairseq import checkpoint_utils
 from fairseq.data import indexed_dataset
 
+from rdrop_fairseq.errors import UsageError
 from support import BIN, USER_DIR, run_cli
-from support.training import output, train_args
+from support.training import Run, fairseq_train, output, train_args
 
 
 def last_line(text):
@@ -25,11 +36,41 @@ def digests(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
+def fairseq_generate(*args):
+    """fairseq-generate's ``cli_main`` in this process, on ``args``: a :class:`Run` with what it
+    printed and the :class:`UsageError` it ended with (else None), as ``fairseq_train``."""
+    from fairseq_cli import generate
+
+    text, error = io.StringIO(), None
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # generate may configure logging
+    argv = ["fairseq-generate", *[str(a) for a in args]]
+    try:
+        with (
+            mock.patch.object(sys, "argv", argv),
+            contextlib.redirect_stdout(text),
+            contextlib.redirect_stderr(text),
+        ):
+            generate.cli_main()
+    except UsageError as e:
+        error = e
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return Run(text.getvalue(), error)
+
+
 @pytest.fixture(scope="module")
 def existing_run(data_bin, tmp_path_factory):
     """The save dir of a 2-update run: what a mistaken command must leave alone."""
     save = tmp_path_factory.mktemp("existing-run")
-    run_cli(BIN / "fairseq-train", *train_args(data_bin, save, 2))
+    # fairseq keeps the best validation loss of the process on save_checkpoint: without the
+    # one of an earlier run in this process, this run writes checkpoint_best.pt, as a new one
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delattr(checkpoint_utils.save_checkpoint, "best", raising=False)
+        run = fairseq_train(*train_args(data_bin, save, 2))
+    assert run.error is None, run.output[-3000:]
+    assert (save / "checkpoint_best.pt").is_file()  # named by the damaged-checkpoint messages
     return save
 
 
@@ -56,11 +97,13 @@ def binarized_copy(data_bin, out, train=("train", "train"), empty=False):
 
 
 def corrupt_copy(src, dst, size):
+    """``dst``: a copy of the save dir ``src`` whose checkpoint_last.pt is cut to ``size`` bytes."""
     dst.mkdir()
     for f in src.iterdir():
         shutil.copy(f, dst / f.name)
     with open(dst / "checkpoint_last.pt", "r+b") as f:
         f.truncate(size)
+    return dst
 
 
 def mismatched_data_dir(data_bin, out):
@@ -90,9 +133,9 @@ def foreign_criterion(args):
     )
 
 
-def generate(data, path):
+def generate_args(data, path):
+    """fairseq-generate's arguments: the model ``path`` on the valid split of ``data``."""
     return [
-        BIN / "fairseq-generate",
         data,
         "--user-dir",
         USER_DIR,
@@ -114,166 +157,117 @@ def generate(data, path):
     ]
 
 
-def bad_input_cases(data_bin, base_dir, root):  # noqa: C901 (one case per line)
-    """name -> (command, save dir to keep unchanged, expected exit status, last stderr line)."""
-    cases = {}
+ARGPARSE = "alpha not a number"  # refused by argparse: exit status 2, its own line
 
-    def train(
-        name,
-        *extra,
-        save=None,
-        alpha="5",
-        data=data_bin,
-        status=1,
-        last=None,
-        edit=lambda args: args,
-    ):
-        save = save or root / name.replace(" ", "-").replace("/", "")
-        if not save.exists():
+
+def bad_input_cases(data_bin, base_dir, root):
+    """name -> a function that sets the case up under ``root`` and returns (command: "train" or
+    "generate", its arguments, the folder it must leave as it was, a regex its message must match
+    from its start: the UsageError's, which the command line prints after ``error: ``, or for
+    :data:`ARGPARSE`, the last line printed)."""
+
+    def train(*extra, save=None, alpha="5", data=data_bin, edit=lambda args: args):
+        """fairseq-train on ``data`` into ``save``, by default a copy of the existing run."""
+        if save is None:
+            save = root / "save"
             shutil.copytree(base_dir, save)  # an existing run: must not be touched
-        args = edit(train_args(data, save, 32, *extra, alpha=alpha))
-        cases[name] = ([BIN / "fairseq-train", *args], save, status, last)
+        return "train", edit(train_args(data, save, 32, *extra, alpha=alpha)), save
 
-    train("alpha negative", alpha="-1", last=r"^error: --rdrop-alpha must be .*, got -1\.0$")
-    train(
-        "alpha not a number",
-        alpha="abc",
-        status=2,
-        last=r"^fairseq-train: error: argument --rdrop-alpha: invalid float value: 'abc'$",
-    )
-    train("alpha nan", alpha="nan", last=r"^error: --rdrop-alpha must be .*, got nan$")
-    train("alpha inf", alpha="inf", last=r"^error: --rdrop-alpha must be .*, got inf$")
-    train(
-        "foreign criterion",
-        edit=foreign_criterion,
-        last=r"^error: --task rdrop_translation needs --criterion "
-        r"label_smoothed_cross_entropy_rdrop \(got label_smoothed_cross_entropy\)",
-    )
-    missing = root / "no-such-checkpoint.pt"
-    train(
-        "missing --restore-file",
-        "--restore-file",
-        missing,
-        last=rf"^error: --restore-file {re.escape(str(missing))}: .* does not exist",
-    )
-    corrupt = root / "corrupt"
-    corrupt_copy(base_dir, corrupt, 1000)
-    train(
-        "truncated checkpoint_last.pt",
-        save=corrupt,
-        last=rf"^error: checkpoint {re.escape(str(corrupt))}/checkpoint_last\.pt is truncated ",
-    )
-    empty = root / "empty"
-    corrupt_copy(base_dir, empty, 0)
-    train(
-        "empty checkpoint_last.pt",
-        save=empty,
-        last=rf"^error: checkpoint {re.escape(str(empty))}/checkpoint_last\.pt is empty; "
-        rf"resume from an older checkpoint with --restore-file "
-        rf"{re.escape(str(empty))}/checkpoint_best\.pt \(given once: ",
-    )
-    train(
-        "-s not in the data",
-        edit=lambda args: replace(args, "de", "fr"),
-        last=r"^error: -s/--source-lang fr: .* has no dict\.fr\.txt \(its dictionaries: de, en\)$",
-    )
-    other = mismatched_data_dir(data_bin, root / "de-fr-data")
-    train(
-        "data dir of another language pair",
-        data=other,
-        last=rf"^error: no 'valid' data for de-en .*language pairs found: "
-        rf"{re.escape(str(other))}: de-fr$",
-    )
-    nowhere = root / "no-such-data"
-    train(
-        "missing data dir",
-        data=nowhere,
-        last=rf"^error: data directory {re.escape(str(nowhere))} does not exist$",
-    )
-    train(
-        "--fp16 with --cpu",
-        "--fp16",
-        last=r"^error: --fp16 trains on CUDA only, with --cpu; leave it out",
-    )
-    if not torch.cuda.is_available():
-        train(
-            "--fp16 without CUDA",
-            "--fp16",
-            edit=lambda args: replace(args, "--cpu"),
-            last=r"^error: --fp16 trains on CUDA only, on this machine: torch sees no CUDA",
-        )
-    train(
-        "--max-tokens below every sentence",
-        "--max-tokens",
-        "5",
-        last=r"^error: no sentence of 'train' fits in --max-tokens 5: the shortest has \d+ "
-        r"tokens; raise it to at least \d+$",
-    )
-    train(
-        "--max-tokens-valid below a sentence",
-        "--max-tokens-valid",
-        "8",
-        last=r"^error: sentence \d+ of 'valid' has \d+ tokens, more than --max-tokens-valid "
-        r"\(default: --max-tokens\) 8: raise it to at least \d+",
-    )
-    empty = binarized_copy(data_bin, root / "empty-train", empty=True)
-    train(
-        "empty train split",
-        data=empty,
-        last=rf"^error: the 'train' split in {re.escape(str(empty))} holds no sentences",
-    )
-    uneven = binarized_copy(data_bin, root / "uneven-train", train=("train", "valid"))
-    train(
-        "train sides of different lengths",
-        data=uneven,
-        last=rf"^error: {re.escape(str(uneven))}/train\.de-en\.{{de,en}}: the de side holds "
-        r"1000 sentences and the en side 20; the two sides of a parallel corpus",
-    )
-    train(
-        "loss turns non-finite",
-        "--lr",
-        "1e30",
-        status=1,
-        last=r"^error: training stopped at update \d+: the loss or its gradient is not finite "
-        r"\(fairseq: gradients are Nan/Inf\); likely causes: --rdrop-alpha 5 too large, "
-        r"--lr 1e\+30 too high; the checkpoints in .* are as they were",
-    )
-    cases["generate --path missing"] = (
-        generate(data_bin, missing),
-        base_dir,
-        1,
-        rf"^error: --path: Model file not found: {re.escape(str(missing))}$",
-    )
-    cases["generate --path corrupt"] = (
-        generate(data_bin, corrupt / "checkpoint_last.pt"),
-        base_dir,
-        1,
-        rf"^error: checkpoint {re.escape(str(corrupt))}/checkpoint_last\.pt is truncated ",
-    )
-    return cases
+    def at(path):
+        return re.escape(str(path))
 
-
-@pytest.fixture(scope="module")
-def bad_inputs(data_bin, existing_run, tmp_path_factory):
-    """Every bad-input command, run two at a time: name -> (case, CompletedProcess, before,
-    after)."""
-    root = tmp_path_factory.mktemp("bad-inputs")
-    cases = bad_input_cases(data_bin, existing_run, root)
-    before = {name: digests(case[1]) for name, case in cases.items()}
-
-    def run(name):
-        return name, run_cli(*cases[name][0], check=False, timeout=300)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        done = dict(pool.map(run, cases))
+    missing, corrupt, empty = root / "no-such-checkpoint.pt", root / "corrupt", root / "empty"
+    other, nowhere = root / "de-fr-data", root / "no-such-data"
+    empty_train, uneven = root / "empty-train", root / "uneven-train"
     return {
-        name: (cases[name], done[name], before[name], digests(cases[name][1])) for name in cases
+        "alpha negative": lambda: (*train(alpha="-1"), r"--rdrop-alpha must be .*, got -1\.0$"),
+        ARGPARSE: lambda: (
+            *train(alpha="abc"),
+            r"fairseq-train: error: argument --rdrop-alpha: invalid float value: 'abc'$",
+        ),
+        "alpha nan": lambda: (*train(alpha="nan"), r"--rdrop-alpha must be .*, got nan$"),
+        "alpha inf": lambda: (*train(alpha="inf"), r"--rdrop-alpha must be .*, got inf$"),
+        "foreign criterion": lambda: (
+            *train(edit=foreign_criterion),
+            r"--task rdrop_translation needs --criterion label_smoothed_cross_entropy_rdrop "
+            r"\(got label_smoothed_cross_entropy\)",
+        ),
+        "missing --restore-file": lambda: (
+            *train("--restore-file", missing),
+            rf"--restore-file {at(missing)}: .* does not exist",
+        ),
+        "truncated checkpoint_last.pt": lambda: (
+            *train(save=corrupt_copy(base_dir, corrupt, 1000)),
+            rf"checkpoint {at(corrupt)}/checkpoint_last\.pt is truncated ",
+        ),
+        "empty checkpoint_last.pt": lambda: (
+            *train(save=corrupt_copy(base_dir, empty, 0)),
+            rf"checkpoint {at(empty)}/checkpoint_last\.pt is empty; resume from an older "
+            rf"checkpoint with --restore-file {at(empty)}/checkpoint_best\.pt \(given once: ",
+        ),
+        "-s not in the data": lambda: (
+            *train(edit=lambda args: replace(args, "de", "fr")),
+            r"-s/--source-lang fr: .* has no dict\.fr\.txt \(its dictionaries: de, en\)$",
+        ),
+        "data dir of another language pair": lambda: (
+            *train(data=mismatched_data_dir(data_bin, other)),
+            rf"no 'valid' data for de-en .*language pairs found: {at(other)}: de-fr$",
+        ),
+        "missing data dir": lambda: (
+            *train(data=nowhere),
+            rf"data directory {at(nowhere)} does not exist$",
+        ),
+        "--fp16 with --cpu": lambda: (
+            *train("--fp16"),
+            r"--fp16 trains on CUDA only, with --cpu; leave it out",
+        ),
+        "--fp16 without CUDA": lambda: (
+            *train("--fp16", edit=lambda args: replace(args, "--cpu")),
+            r"--fp16 trains on CUDA only, on this machine: torch sees no CUDA",
+        ),
+        "--max-tokens below every sentence": lambda: (
+            *train("--max-tokens", "5"),
+            r"no sentence of 'train' fits in --max-tokens 5: the shortest has \d+ tokens; raise "
+            r"it to at least \d+$",
+        ),
+        "--max-tokens-valid below a sentence": lambda: (
+            *train("--max-tokens-valid", "8"),
+            r"sentence \d+ of 'valid' has \d+ tokens, more than --max-tokens-valid \(default: "
+            r"--max-tokens\) 8: raise it to at least \d+",
+        ),
+        "empty train split": lambda: (
+            *train(data=binarized_copy(data_bin, empty_train, empty=True)),
+            rf"the 'train' split in {at(empty_train)} holds no sentences",
+        ),
+        "train sides of different lengths": lambda: (
+            *train(data=binarized_copy(data_bin, uneven, train=("train", "valid"))),
+            rf"{at(uneven)}/train\.de-en\.{{de,en}}: the de side holds 1000 sentences and the "
+            r"en side 20; the two sides of a parallel corpus",
+        ),
+        "loss turns non-finite": lambda: (
+            *train("--lr", "1e30"),
+            r"training stopped at update \d+: the loss or its gradient is not finite \(fairseq: "
+            r"gradients are Nan/Inf\); likely causes: --rdrop-alpha 5 too large, --lr 1e\+30 "
+            r"too high; the checkpoints in .* are as they were",
+        ),
+        "generate --path missing": lambda: (
+            "generate",
+            generate_args(data_bin, missing),
+            base_dir,
+            rf"--path: Model file not found: {at(missing)}$",
+        ),
+        "generate --path corrupt": lambda: (
+            "generate",
+            generate_args(data_bin, corrupt_copy(base_dir, corrupt, 1000) / "checkpoint_last.pt"),
+            corrupt,
+            rf"checkpoint {at(corrupt)}/checkpoint_last\.pt is truncated ",
+        ),
     }
 
 
 BAD_INPUTS = [
     "alpha negative",
-    "alpha not a number",
+    ARGPARSE,
     "alpha nan",
     "alpha inf",
     "foreign criterion",
@@ -307,14 +301,46 @@ BAD_INPUTS = [
         for name in BAD_INPUTS
     ],
 )
-def test_bad_input_fails_with_one_clear_line_and_touches_nothing(bad_inputs, name):
-    (command, save, status, pattern), proc, before, after = bad_inputs[name]
-    assert proc.returncode == status, output(proc)[-3000:]
-    assert re.search(pattern, last_line(proc.stderr)), last_line(proc.stderr)
-    assert "Traceback" not in proc.stderr
+def test_bad_input_fails_with_one_clear_error_and_touches_nothing(
+    data_bin, existing_run, tmp_path, name
+):
+    command, args, save, pattern = bad_input_cases(data_bin, existing_run, tmp_path)[name]()
+    before = digests(save)
+    run = (fairseq_generate if command == "generate" else fairseq_train)(*args)
+    if name == ARGPARSE:
+        assert isinstance(run.error, SystemExit) and run.error.code == 2, run.output[-3000:]
+        assert re.match(pattern, last_line(run.output)), last_line(run.output)
+    else:
+        assert isinstance(run.error, UsageError), run.output[-3000:]
+        assert re.match(pattern, str(run.error)), str(run.error)
+    after = digests(save)
     if name == "loss turns non-finite":  # fairseq's dump of the failing state, beside them
         assert after.pop("crash.pt") and "crash.pt" not in before
     assert after == before  # the existing checkpoints (and the corrupt one) are untouched
+
+
+# -- the command lines: what they print and their exit status, once for each way they end ----
+
+
+@pytest.mark.parametrize(
+    "name, status",
+    [
+        ("truncated checkpoint_last.pt", 1),  # the plugin's hook in fairseq-train
+        (ARGPARSE, 2),  # argparse
+        ("generate --path corrupt", 1),  # the plugin's hook in fairseq-generate
+    ],
+)
+def test_on_the_command_line_a_bad_input_is_one_line_and_an_exit_status(
+    data_bin, existing_run, tmp_path, name, status
+):
+    command, args, save, pattern = bad_input_cases(data_bin, existing_run, tmp_path)[name]()
+    before = digests(save)
+    proc = run_cli(BIN / f"fairseq-{command}", *args, check=False, timeout=300)
+    assert proc.returncode == status, output(proc)[-3000:]
+    line = last_line(proc.stderr)
+    assert re.match(pattern if name == ARGPARSE else f"error: {pattern}", line), line
+    assert "Traceback" not in proc.stderr
+    assert digests(save) == before  # the lock the run took is gone with it, nothing else changed
 
 
 # -- the checks themselves, without a training run ----------------------------------------------

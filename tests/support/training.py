@@ -79,3 +79,76 @@ def output(proc):
 def last_state(save_dir):
     """``checkpoint_last.pt`` of ``save_dir``, read by fairseq (through the plugin's loader)."""
     return checkpoint_utils.load_checkpoint_to_cpu(str(save_dir / "checkpoint_last.pt"))
+
+
+class Run:
+    """What an in-process :func:`fairseq_train` printed and logged (``output``), and the
+    :class:`~rdrop_fairseq.errors.UsageError` or ``SystemExit`` it ended with (``error``)."""
+
+    def __init__(self, output, error):
+        self.output, self.error = output, error
+
+
+def fairseq_train(*args):
+    """fairseq-train's ``cli_main`` in this process, on ``args``: what the command line runs, less
+    starting Python and importing torch and fairseq again (seconds a run). A ``UsageError`` or
+    ``SystemExit`` is returned in :class:`Run`, as the command line would end on it; any other
+    exception propagates. The error hook and exit statuses need the real command line: the tests
+    of those run it (``run_cli``)."""
+    import contextlib
+    import io
+    import logging
+    import os
+    import signal
+    import sys
+    from unittest import mock
+
+    import torch
+    from fairseq import checkpoint_utils
+    from fairseq_cli import train
+
+    from rdrop_fairseq import checkpoint_saving, fairseq_fixes
+    from rdrop_fairseq.errors import UsageError
+
+    fairseq_fixes.apply()  # those on fairseq_cli.train, now imported
+    # what a new process starts without: fairseq's best score so far, the early-stop counter,
+    # the plugin's stop-signal handlers; and one thread, as run_cli's processes
+    for f, name in (
+        (checkpoint_utils.save_checkpoint, "best"),
+        (train.should_stop_early, "best"),
+        (train.should_stop_early, "num_runs"),
+    ):
+        if hasattr(f, name):
+            delattr(f, name)
+    checkpoint_saving._saved_at = checkpoint_saving._signal = None
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    text = io.StringIO()
+    handler = logging.StreamHandler(text)
+    handler.setFormatter(logging.Formatter("%(name)s | %(message)s"))
+    root = logging.getLogger()
+    level, error = root.level, None
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    argv = ["fairseq-train", *[str(a) for a in args]]
+    try:
+        with (
+            mock.patch.object(sys, "argv", argv),
+            contextlib.redirect_stdout(text),
+            contextlib.redirect_stderr(text),
+        ):
+            train.cli_main()
+    except (UsageError, SystemExit) as e:
+        error = e
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        torch.set_num_threads(threads)
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        save_dir = args[args.index("--save-dir") + 1] if "--save-dir" in args else "checkpoints"
+        lock = os.path.join(str(save_dir), checkpoint_saving.LOCK)  # as the process's exit would
+        if checkpoint_saving._read_lock(lock).get("pid") == os.getpid():
+            os.remove(lock)
+    return Run(text.getvalue(), error)
