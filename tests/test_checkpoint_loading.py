@@ -6,13 +6,15 @@ downloads follow the same policy; an unreadable file is explained. A 1-layer, 16
 trained for 2 updates on the synthetic corpus, one CPU thread per process."""
 
 import argparse
+import contextlib
+import io
 import os
 import pickle
 import re
 import subprocess
 import sys
 import types
-from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -20,12 +22,67 @@ import torch
 from fairseq import checkpoint_utils, options
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, installs the safe loader)
+from rdrop_fairseq import fairseq_fixes
 from rdrop_fairseq.checkpoint_loading import load_checkpoint_file
 from rdrop_fairseq.errors import UsageError
-from support import BIN, USER_DIR, run_cli
+from support import BIN, USER_DIR
 from support.tiny_model import TINY_TRANSFORMER as TINY
+from support.training import fairseq_train
 
 UPDATES = 2
+
+
+@contextlib.contextmanager
+def as_in_a_new_process():
+    """What a new fairseq process starts with, for a run in this one, and this process's state
+    back afterwards: one CPU thread (as the subprocesses' OMP_NUM_THREADS=1), no best validation
+    score of an earlier run (fairseq keeps it on ``checkpoint_utils.save_checkpoint``), none of
+    the plugin's log-once lines logged yet, torch's and numpy's global RNGs as they were (fairseq
+    seeds them)."""
+    threads, torch_rng, numpy_rng = (
+        torch.get_num_threads(),
+        torch.get_rng_state(),
+        np.random.get_state(),
+    )
+    saved = vars(checkpoint_utils.save_checkpoint)
+    had_best, best = "best" in saved, saved.pop("best", None)
+    with mock.patch.object(fairseq_fixes, "_logged", set()):
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            torch.set_rng_state(torch_rng)
+            np.random.set_state(numpy_rng)
+            saved.pop("best", None)
+            if had_best:
+                saved["best"] = best
+
+
+def train(*args):
+    """fairseq-train in this process: its Run (output, error)."""
+    with as_in_a_new_process():
+        return fairseq_train(*args)
+
+
+def generate(*args):
+    """fairseq-generate's ``cli_main`` in this process: (what it printed, what it logged, the
+    exception it ended with or None)."""
+    from fairseq_cli import generate as fairseq_generate
+
+    out, err, error = io.StringIO(), io.StringIO(), None
+    argv = ["fairseq-generate", *[str(a) for a in args]]
+    with (
+        as_in_a_new_process(),
+        mock.patch.object(sys, "argv", argv),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            fairseq_generate.cli_main()
+        except (Exception, SystemExit) as e:
+            error = e
+    return out.getvalue(), err.getvalue(), error
 
 
 def train_args(data, save_dir, max_update, *extra):
@@ -103,6 +160,8 @@ def generate_command(data, path):
         "1",
         "--batch-size",
         "8",
+        "--num-workers",  # no worker process (forked from this one by the in-process runs)
+        "0",
     ]
 
 
@@ -196,7 +255,8 @@ def checkpoints(data_bin, tmp_path_factory):
     written as older fairseq did}."""
     folder = tmp_path_factory.mktemp("checkpoints")
     command = train_args(data_bin, folder / "ours", UPDATES)
-    run_cli(BIN / "fairseq-train", *command)
+    run = train(*command)
+    assert run.error is None, run.output[-3000:]
     ours = folder / "ours" / "checkpoint_last.pt"
     older = as_older_fairseq_wrote_it(full_load(ours), command, folder / "older.pt")
     return {"ours": ours, "older fairseq": older}
@@ -273,29 +333,24 @@ def _leaves(obj):
 
 @pytest.fixture(scope="module")
 def resumed_and_generated(checkpoints, data_bin, tmp_path_factory):
-    """For each kind: fairseq-train resumed from it for 2 more updates, and fairseq-generate."""
+    """For each kind: fairseq-train resumed from it for 2 more updates (its Run), and
+    fairseq-generate on it (what it printed, logged, and ended with)."""
     root = tmp_path_factory.mktemp("resumed")
-    commands = {}
+    runs = {}
     for kind, path in checkpoints.items():
         save = root / kind.replace(" ", "-")
-        commands[("resume", kind)] = [
-            BIN / "fairseq-train",
-            *train_args(data_bin, save, UPDATES + 2, "--restore-file", path),
-        ]
-        commands[("generate", kind)] = generate_command(data_bin, path)
-
-    def run(key):
-        return key, run_cli(*commands[key], check=False)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(run, commands))
+        runs[("resume", kind)] = train(
+            *train_args(data_bin, save, UPDATES + 2, "--restore-file", path)
+        )
+        runs[("generate", kind)] = generate(*generate_command(data_bin, path)[1:])
+    return runs
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_checkpoint_resumes(resumed_and_generated, checkpoints, kind):
-    proc = resumed_and_generated[("resume", kind)]
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
+    run = resumed_and_generated[("resume", kind)]
+    log = run.output
+    assert run.error is None, log[-3000:]
     assert re.search(
         rf"Loaded checkpoint {re.escape(str(checkpoints[kind]))} "
         rf"\(epoch 1 @ {UPDATES} updates\)",
@@ -306,9 +361,9 @@ def test_checkpoint_resumes(resumed_and_generated, checkpoints, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_checkpoint_generates(resumed_and_generated, data_bin, kind):
-    proc = resumed_and_generated[("generate", kind)]
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    hypotheses = re.findall(r"^H-(\d+)\t", proc.stdout, flags=re.M)
+    out, err, error = resumed_and_generated[("generate", kind)]
+    assert error is None, (out + err)[-3000:]
+    hypotheses = re.findall(r"^H-(\d+)\t", out, flags=re.M)
     assert sorted(map(int, hypotheses)) == list(range(20))  # every valid sentence
 
 

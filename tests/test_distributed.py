@@ -2,17 +2,19 @@
 summed logging outputs reduce like the list; the launcher's commands, failure and signal handling;
 the loaded state rank 0 broadcasts unpickles on the other ranks under the loading policy.
 
-2 processes (gloo, legacy_ddp, our launcher) vs 1 process with ``--update-freq 2``, 8 updates
-across an epoch boundary (where rank 1 gets fairseq's dummy batch): parameters equal within the
-asserted 1e-6 (measured: 0.0, i.e. bit-identical) and the same logged loss/nll_loss/kl_loss,
-*provided both draw dropout masks per batch* (the test's entry point seeds torch with
-(update, first sentence id) before each batch). With stock fairseq seeding, both runs are valid
-but not equal: every rank seeds ``seed + num_updates``, so rank 1 draws the masks of the single
-process's first micro-batch, while the single process draws its second micro-batch's masks from
-the continuing RNG stream. Batch order, the gradient sum, the normalisation by the all-reduced
-sample size, and the metrics (summed across workers, then ``reduce_metrics``) agree exactly.
+2 processes (gloo, legacy_ddp, our launcher) vs 1 process with ``--update-freq 2`` (fairseq-train's
+``cli_main`` in this process, on one CPU thread as each rank), 8 updates across an epoch boundary
+(where rank 1 gets fairseq's dummy batch): parameters equal within the asserted 1e-6 (measured:
+0.0, i.e. bit-identical) and the same logged loss/nll_loss/kl_loss, *provided both draw dropout
+masks per batch* (the ranks' entry point and the run in this process seed torch with (update,
+first sentence id) before each batch). With stock fairseq seeding, both runs are valid but not
+equal: every rank seeds ``seed + num_updates``, so rank 1 draws the masks of the single process's
+first micro-batch, while the single process draws its second micro-batch's masks from the
+continuing RNG stream. Batch order, the gradient sum, the normalisation by the all-reduced sample
+size, and the metrics (summed across workers, then ``reduce_metrics``) agree exactly.
 """
 
+import contextlib
 import io
 import math
 import re
@@ -22,7 +24,9 @@ import subprocess
 import sys
 import time
 from types import SimpleNamespace
+from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 from fairseq import checkpoint_utils
@@ -31,32 +35,69 @@ from fairseq.logging import metrics
 from omegaconf import OmegaConf
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, installs the loader)
+from rdrop_fairseq import fairseq_fixes
 from rdrop_fairseq.criterion import LabelSmoothedCrossEntropyRDropCriterion as RDrop
 from rdrop_fairseq.errors import UsageError
+from rdrop_fairseq.task import RDropTranslationTask
 from support import LAUNCHER, launcher, run_cli
 from support.tiny_model import build
-from support.training import curve, last_state, output, train_args
+from support.training import curve, fairseq_train, last_state, output, train_args
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
-SEEDED_ENTRY = '''"""fairseq-train whose dropout masks depend on (update, batch) only, not on the
-RNG history of the process, so that N ranks and one process with --update-freq N draw the same
-masks."""
-import sys
+#: dropout masks that depend on (update, batch) only, not on the RNG history of the process, so
+#: that N ranks and one process with --update-freq N draw the same masks
+SEEDED = """
 import torch
+
+def seeded(train_step):
+    def seeded_train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        torch.manual_seed(100003 * update_num + int(sample["id"].min()))
+        return train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    return seeded_train_step
+"""
+
+#: fairseq-train with :data:`SEEDED` dropout masks, for each rank
+SEEDED_ENTRY = (
+    SEEDED
+    + """
+import sys
 import fairseq_cli.train
 from rdrop_fairseq.task import RDropTranslationTask
 
-train_step = RDropTranslationTask.train_step
-
-def seeded_train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-    torch.manual_seed(100003 * update_num + int(sample["id"].min()))
-    return train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad)
-
-RDropTranslationTask.train_step = seeded_train_step
+RDropTranslationTask.train_step = seeded(RDropTranslationTask.train_step)
 sys.exit(fairseq_cli.train.cli_main())
-'''
+"""
+)
+
+
+@contextlib.contextmanager
+def as_in_a_new_process():
+    """What a new fairseq-train process starts with, for a run in this one, and this process's
+    state back afterwards: one CPU thread (as the subprocesses' OMP_NUM_THREADS=1; GEMM results
+    depend on the thread count), no best validation score of an earlier run (fairseq keeps it on
+    ``checkpoint_utils.save_checkpoint``), none of the plugin's log-once lines logged yet, torch's
+    and numpy's global RNGs as they were (fairseq seeds them)."""
+    threads, torch_rng, numpy_rng = (
+        torch.get_num_threads(),
+        torch.get_rng_state(),
+        np.random.get_state(),
+    )
+    saved = vars(checkpoint_utils.save_checkpoint)
+    had_best, best = "best" in saved, saved.pop("best", None)
+    with mock.patch.object(fairseq_fixes, "_logged", set()):
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            torch.set_rng_state(torch_rng)
+            np.random.set_state(numpy_rng)
+            saved.pop("best", None)
+            if had_best:
+                saved["best"] = best
 
 
 @pytest.mark.slow
@@ -64,11 +105,19 @@ def test_two_gloo_processes_match_one_process_with_update_freq_2(data_bin, tmp_p
     entry = tmp_path / "seeded_train.py"
     entry.write_text(SEEDED_ENTRY)
     args = lambda save: train_args(data_bin, save, 8, "--disable-validation")  # noqa: E731
-    single = output(
-        run_cli(
-            sys.executable, entry, *args(tmp_path / "one"), "--update-freq", "2", env=ONE_THREAD
-        )
-    )
+    seeding = {}
+    exec(SEEDED, seeding)
+    with (
+        as_in_a_new_process(),
+        mock.patch.object(
+            RDropTranslationTask,
+            "train_step",
+            seeding["seeded"](RDropTranslationTask.train_step),
+        ),
+    ):
+        run = fairseq_train(*args(tmp_path / "one"), "--update-freq", "2")
+    assert run.error is None, run.output[-3000:]
+    single = run.output
     ddp = run_cli(
         *LAUNCHER,
         "--nproc",

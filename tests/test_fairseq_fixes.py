@@ -2,15 +2,18 @@
 in fairseq as installed, installed once, lazy (nothing probed at import), logged, and turned off
 by RDROP_FAIRSEQ_NO_FIXES=1; importing the plugin leaves sys.excepthook alone."""
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 from types import SimpleNamespace
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+from fairseq import checkpoint_utils
 from fairseq.data import data_utils
 from omegaconf import OmegaConf
 
@@ -142,6 +145,7 @@ hook = sys.excepthook
 import rdrop_fairseq
 from rdrop_fairseq import fairseq_fixes
 from fairseq import checkpoint_utils
+from fairseq import checkpoint_utils
 from fairseq.data import data_utils
 print("temp files at import:", len(created))
 print("parser parses at import:", len(parsed))
@@ -189,15 +193,55 @@ def test_import_is_lazy_logged_once_and_the_fixes_can_be_turned_off(no_fixes):
     )
 
 
+@contextlib.contextmanager
+def as_in_a_new_process():
+    """What a new fairseq-train process starts with, for a run in this one, and this process's
+    state back afterwards: one CPU thread (as the subprocesses' OMP_NUM_THREADS=1; GEMM results
+    depend on the thread count), no best validation score of an earlier run (fairseq keeps it on
+    ``checkpoint_utils.save_checkpoint``), none of the plugin's log-once lines logged yet, torch's
+    and numpy's global RNGs as they were (fairseq seeds them)."""
+    threads, torch_rng, numpy_rng = (
+        torch.get_num_threads(),
+        torch.get_rng_state(),
+        np.random.get_state(),
+    )
+    saved = vars(checkpoint_utils.save_checkpoint)
+    had_best, best = "best" in saved, saved.pop("best", None)
+    with mock.patch.object(fairseq_fixes, "_logged", set()):
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            torch.set_rng_state(torch_rng)
+            np.random.set_state(numpy_rng)
+            saved.pop("best", None)
+            if had_best:
+                saved["best"] = best
+
+
+#: fairseq-train where the plugin cannot be imported (so no fairseq in it has been changed)
+WITHOUT_PLUGIN = """
+import sys
+sys.modules["rdrop_fairseq"] = None  # import rdrop_fairseq: ImportError
+from fairseq_cli.train import cli_main
+sys.argv[0] = "fairseq-train"
+sys.exit(cli_main())
+"""
+
+
 @pytest.mark.slow
 def test_training_batches_stay_fairseqs_so_stock_runs_train_bit_for_bit_as_without_the_plugin(
     data_bin, tmp_path
 ):
     """The last-batch fix is for evaluation: with the plugin on --user-dir, the stock task and
-    criterion train exactly as without it, although fairseq drops their last training batch."""
-    from support import BIN, USER_DIR, run_cli
+    criterion train exactly as without it, although fairseq drops their last training batch.
+    Without the plugin: a fairseq-train process in which rdrop_fairseq cannot be imported; with
+    it: fairseq-train's ``cli_main`` in this process, on one CPU thread as that process
+    (OMP_NUM_THREADS=1; GEMM results depend on the thread count)."""
+    from support import USER_DIR, run_cli
     from support.tiny_model import TINY_TRANSFORMER
-    from support.training import last_state
+    from support.training import fairseq_train, last_state
 
     batch, multiple = 45, 3
     train = data_utils.load_indexed_dataset(str(data_bin / "train.de-en.de"), None)
@@ -214,13 +258,10 @@ def test_training_batches_stay_fairseqs_so_stock_runs_train_bit_for_bit_as_witho
 
     fairseqs = batches(data_utils.batch_by_size.__wrapped__)
     assert batches(data_utils.batch_by_size) == fairseqs + 1  # fairseq drops the last one here
-    runs = {}
-    for name, plugin in (("stock", []), ("plugin", ["--user-dir", USER_DIR])):
-        save = tmp_path / name
-        run_cli(
-            BIN / "fairseq-train",
+
+    def args(save):
+        return [
             data_bin,
-            *plugin,
             "--task",
             "translation",
             "--criterion",
@@ -251,9 +292,13 @@ def test_training_batches_stay_fairseqs_so_stock_runs_train_bit_for_bit_as_witho
             save,
             "--no-epoch-checkpoints",
             "--disable-validation",
-        )
-        runs[name] = last_state(save)
-    stock, plugin = runs["stock"], runs["plugin"]
+        ]
+
+    run_cli(sys.executable, "-c", WITHOUT_PLUGIN, *args(tmp_path / "stock"))
+    with as_in_a_new_process():
+        run = fairseq_train(*args(tmp_path / "plugin"), "--user-dir", USER_DIR)
+    assert run.error is None, run.output[-3000:]
+    stock, plugin = last_state(tmp_path / "stock"), last_state(tmp_path / "plugin")
     assert stock["optimizer_history"][-1]["num_updates"] == fairseqs
     assert plugin["optimizer_history"][-1]["num_updates"] == fairseqs
     assert stock["model"].keys() == plugin["model"].keys()

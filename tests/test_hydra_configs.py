@@ -1,11 +1,10 @@
 """examples/translation/config/*.yaml against the shell recipes: the config fairseq-hydra-train
 resolves from each yaml equals, field by field, the one fairseq-train builds from the options the
 recipe passes it (read by running the recipe with a fairseq-train that only prints them); and a
-few updates of fairseq-hydra-train with the plugin train on a tiny synthetic corpus."""
+few updates of fairseq-hydra-train with the plugin train on the synthetic corpus (``data_bin``)."""
 
 import dataclasses
 import os
-import random
 import shlex
 import subprocess
 import sys
@@ -38,11 +37,14 @@ GPU_FLAGS = {"--cpu": "--fp16"}
 def recipe_options(recipe, data, save, tmp_path):
     """The fairseq-train arguments of ``recipe DATA SAVE``, as the recipe builds them. The recipes
     put the commands beside PYTHON first on PATH, so PYTHON is a wrapper in a folder whose
-    fairseq-train only prints its arguments."""
+    fairseq-train only prints its arguments. The wrapper answers the recipes' CUDA probe itself
+    (no GPU, without importing torch: the recipe then passes --cpu, read as the yaml's --fp16)."""
     stub = tmp_path / "stub-bin"
     stub.mkdir(exist_ok=True)
     scripts = {
-        "python": f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n',
+        "python": "#!/bin/sh\n"
+        'case "$*" in *torch.cuda.is_available*) echo 0; exit 0 ;; esac\n'
+        f'exec {shlex.quote(sys.executable)} "$@"\n',
         "fairseq-train": '#!/bin/sh\nfor a in "$@"; do printf "%s\\0" "$a"; done\n',
         "rdrop-text-pipeline": "#!/bin/sh\nexit 1\n",
     }  # only looked for
@@ -115,18 +117,6 @@ def test_yaml_resolves_to_the_recipe_config(name, tmp_path):
     assert yaml_model == cli_model
 
 
-def write_tiny_corpus(folder, seed=0):
-    """A toy de-en corpus: each source word has one target word, same order."""
-    rng = random.Random(seed)
-    words = [f"w{i}" for i in range(30)]
-    for split, n in (("train", 200), ("valid", 20)):
-        lines = [[rng.choice(words) for _ in range(rng.randint(3, 8))] for _ in range(n)]
-        (folder / f"{split}.de").write_text("".join(" ".join(s) + "\n" for s in lines))
-        (folder / f"{split}.en").write_text(
-            "".join(" ".join(w.upper() for w in s) + "\n" for s in lines)
-        )
-
-
 def model_overrides(flags):
     """Hydra's ``model.<name>=<value>`` for the model flags of a fairseq-train command line (the
     architecture itself comes from the yaml)."""
@@ -141,27 +131,8 @@ def model_overrides(flags):
 
 
 @pytest.mark.slow
-def test_hydra_train_runs_a_few_updates_with_the_plugin(tmp_path):
-    text, data, save = tmp_path / "text", tmp_path / "data-bin", tmp_path / "save"
-    text.mkdir()
-    write_tiny_corpus(text)
-    run_cli(
-        BIN / "fairseq-preprocess",
-        "--source-lang",
-        "de",
-        "--target-lang",
-        "en",
-        "--trainpref",
-        text / "train",
-        "--validpref",
-        text / "valid",
-        "--joined-dictionary",
-        "--destdir",
-        data,
-        "--workers",
-        "1",
-        timeout=120,
-    )
+def test_hydra_train_runs_a_few_updates_with_the_plugin(data_bin, tmp_path):
+    data, save = data_bin, tmp_path / "save"
     tiny = model_overrides(TINY_TRANSFORMER)
     proc = run_cli(
         BIN / "fairseq-hydra-train",
