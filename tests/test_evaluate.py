@@ -1,10 +1,20 @@
-"""rdrop-evaluate against the sacrebleu and fairseq-score command lines."""
+"""rdrop-evaluate against the sacrebleu and fairseq-score command lines.
 
+rdrop-evaluate runs as a command where the command line is what is tested (a score printed as
+JSON; an error as one line and exit status 1), in this process elsewhere (:func:`evaluate`: its
+main, with the exit status and output the command line would end with); fairseq-score runs in
+this process too (its cli_main: starting it imports torch and fairseq, seconds a run)."""
+
+import contextlib
+import io
 import json
 import random
 import re
 import shutil
 import subprocess
+import sys
+from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 
@@ -12,12 +22,27 @@ from rdrop_tools import evaluate as evaluate_tool
 from support import BIN, run_cli
 
 
-def evaluate(*args):
+def evaluate_command(*args):
     return run_cli(BIN / "rdrop-evaluate", *args, check=False)
 
 
-def evaluate_json(*args):
-    result = evaluate(*args, "--json")
+def evaluate(*args):
+    """rdrop-evaluate's main in this process: its exit status, stdout and stderr as the command
+    line ends (``sys.exit("error: ...")``: the message on stderr and status 1, as Python does)."""
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            evaluate_tool.main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code
+    if code is not None and not isinstance(code, int):
+        err.write(f"{code}\n")
+        code = 1
+    return SimpleNamespace(returncode=code or 0, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def evaluate_json(*args, run=evaluate):
+    result = run(*args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -71,13 +96,25 @@ def sacrebleu_cli(*args):
 
 
 def fairseq_score(sys_path, ref_path):
-    result = run_cli("fairseq-score", "--sys", sys_path, "--ref", ref_path)
-    return float(re.search(r"BLEU4 = ([0-9.]+)", result.stdout).group(1))
+    """fairseq-score's BLEU4 (its cli_main, in this process)."""
+    from fairseq_cli import score
+
+    out = io.StringIO()
+    argv = ["fairseq-score", "--sys", str(sys_path), "--ref", str(ref_path)]
+    with mock.patch.object(sys, "argv", argv), contextlib.redirect_stdout(out):
+        score.cli_main()
+    return float(re.search(r"BLEU4 = ([0-9.]+)", out.getvalue()).group(1))
 
 
 def test_plain_files_equal_sacrebleu_cli(plain):
-    ours = evaluate_json(
-        "--hyp", plain / "hyp", "--ref", plain / "ref", "--baseline-hyp", plain / "base"
+    ours = evaluate_json(  # the command line
+        "--hyp",
+        plain / "hyp",
+        "--ref",
+        plain / "ref",
+        "--baseline-hyp",
+        plain / "base",
+        run=evaluate_command,
     )
     bleu, chrf = sacrebleu_cli(plain / "ref", "-i", plain / "hyp", "-m", "bleu", "chrf", "-w", "4")
     assert f"{ours['bleu']:.4f}" == f"{bleu['score']:.4f}"
@@ -205,7 +242,7 @@ def test_empty_hypotheses_and_references_are_one_error_line(tmp_path):
 def test_empty_input_on_the_command_line(tmp_path):
     for name in ("hyp", "ref"):
         (tmp_path / name).write_text("", encoding="utf-8")
-    result = evaluate("--hyp", tmp_path / "hyp", "--ref", tmp_path / "ref", "--json")
+    result = evaluate_command("--hyp", tmp_path / "hyp", "--ref", tmp_path / "ref", "--json")
     assert (result.returncode, result.stdout, result.stderr) == (
         1,
         "",

@@ -1,89 +1,137 @@
 """rdrop-export: a model trained with the plugin, exported for fairseq without the
-plugin (no --user-dir, torch's safe unpickler) and for CTranslate2, translates as the original."""
+plugin (no --user-dir, torch's safe unpickler) and for CTranslate2, computes as the original.
 
+The model is trained for one update: the export must keep the weights and the computation
+whatever they are, so the checks compare what the models compute rather than how well they
+translate. A model this untrained repeats words up to the length limit, and its beam search
+meets near ties where two implementations that compute the same probabilities up to float
+rounding can pick different words: fairseq and CTranslate2 are compared by the log-probability
+each gives every token of the same hypotheses, not by the text of their translations."""
+
+import contextlib
 import dataclasses
+import io
+import logging
+import math
 import os
 import sys
 
+import numpy as np
 import pytest
-import sacrebleu
 import torch
 
-from rdrop_tools import export_checkpoint
+from rdrop_tools import export_checkpoint, translate_ctranslate2
 from support import BIN, USER_DIR, run_cli
-from support import corpus as synthetic_corpus
 from support.crafted import OPEN, RunsCode
+from support.training import fairseq_train
 
 EXPORT = BIN / "rdrop-export"
-TEST_SENTENCES = 200
-GENERATE = [
-    "--gen-subset",
-    "test",
+TEST_SENTENCES = 20  # the synthetic corpus' test split
+# one batch for all the test sentences, whichever command reads them; an untrained model's
+# hypotheses stop at the length limit, here 25 tokens rather than fairseq's 200
+DECODING = [
     "--beam",
     "5",
     "--batch-size",
     "50",
     "--required-batch-size-multiple",
     "1",
+    "--max-len-a",
+    "0",
+    "--max-len-b",
+    "25",
     "--cpu",
 ]
+# no data-loading worker process: one left to the garbage collector in this process costs 5 s
+GENERATE = ["--gen-subset", "test", "--num-workers", "0", *DECODING]
 # Runs a fairseq module as a command in an interpreter where the plugin cannot be imported.
 PLAIN_FAIRSEQ = (
     "import runpy, sys; sys.modules['rdrop_fairseq'] = None; sys.argv = sys.argv[1:]; "
     "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
 )
-PLAIN_LOAD = """
-import sys
+# The same, after loading the checkpoint argv[1] with torch's safe unpickler and with
+# load_model_ensemble_and_task (what they found on a line of its own): one interpreter for both.
+PLAIN_LOAD_THEN_RUN = """
+import runpy, sys
 sys.modules["rdrop_fairseq"] = None
 import torch
 from fairseq import checkpoint_utils
 torch.load(sys.argv[1], weights_only=True)
 models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([sys.argv[1]])
-print(type(task).__name__, cfg.task._name, cfg.criterion._name, len(task.source_dictionary))
+print("loaded:", type(task).__name__, cfg.task._name, cfg.criterion._name,
+      len(task.source_dictionary), flush=True)
+sys.argv = sys.argv[2:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
+ARCHITECTURE = [
+    "--arch",
+    "transformer",
+    "--share-all-embeddings",
+    "--encoder-layers",
+    "1",
+    "--decoder-layers",
+    "1",
+    "--encoder-embed-dim",
+    "64",
+    "--decoder-embed-dim",
+    "64",
+    "--encoder-ffn-embed-dim",
+    "128",
+    "--decoder-ffn-embed-dim",
+    "128",
+    "--encoder-attention-heads",
+    "4",
+    "--decoder-attention-heads",
+    "4",
+    "--dropout",
+    "0.1",
+]
 
 
 def plain_fairseq(module, *args):
     return run_cli(sys.executable, "-c", PLAIN_FAIRSEQ, module, *args)
 
 
+def plugin_generate(*args):
+    """fairseq-generate, with the plugin, in this process on one thread (as run_cli's commands
+    run): what it prints. The random generators and the root logger are left as they were."""
+    from fairseq import options
+    from fairseq_cli import generate
+
+    parser = options.get_generation_parser()
+    parser.add_argument("--arch", "-a", default="wav2vec2")  # as fairseq-generate's cli_main
+    cfg = options.parse_args_and_arch(parser, [str(a) for a in args])
+    root, text = logging.getLogger(), io.StringIO()
+    threads, handlers, level = torch.get_num_threads(), list(root.handlers), root.level
+    numpy_state = np.random.get_state()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(), contextlib.redirect_stdout(text):
+            generate.main(cfg)
+    finally:
+        torch.set_num_threads(threads)
+        np.random.set_state(numpy_state)
+        for handler in set(root.handlers) - set(handlers):  # its logging.basicConfig
+            root.removeHandler(handler)
+        root.setLevel(level)
+    return text.getvalue()
+
+
 @pytest.fixture(scope="module")
-def test_set(corpus, tmp_path_factory):
-    """200 held-out synthetic pairs, binarized with the training dictionaries."""
-    root = tmp_path_factory.mktemp("export-test-set")
-    pairs = synthetic_corpus.pairs(TEST_SENTENCES, seed=13)
-    for lang in ("de", "en"):
-        text = "".join(p.tokenized(lang, lowercase=True) + "\n" for p in pairs)
-        (root / f"test.{lang}").write_text(text, encoding="utf-8")
-    run_cli(
-        BIN / "fairseq-preprocess",
-        "-s",
-        "de",
-        "-t",
-        "en",
-        "--testpref",
-        root / "test",
-        "--srcdict",
-        corpus.bin / "dict.de.txt",
-        "--tgtdict",
-        corpus.bin / "dict.en.txt",
-        "--destdir",
-        root / "bin",
-        "--workers",
-        "1",
-    )
-    sources = (root / "test.de").read_text(encoding="utf-8").splitlines()
-    references = (root / "test.en").read_text(encoding="utf-8").splitlines()
-    return root / "bin", sources, references
+def test_set(corpus):
+    """The synthetic corpus' binarized test split and its tokenized source sentences."""
+    sources = (corpus.tok / "test.de").read_text(encoding="utf-8").splitlines()
+    assert len(sources) == TEST_SENTENCES
+    return corpus.bin, sources
 
 
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory):
-    """A tiny Transformer trained with R-Drop through the plugin: 300 updates (about a minute
-    on one thread), enough to translate the synthetic corpus well (BLEU about 75)."""
+    """A tiny Transformer trained with R-Drop through the plugin for one update, in this
+    process: a checkpoint as fairseq-train writes it (weights, optimizer state, the plugin's
+    task and criterion in its config)."""
     save = tmp_path_factory.mktemp("export-checkpoints")
-    run_cli(
-        BIN / "fairseq-train",
+    run = fairseq_train(
         corpus.bin,
         "--user-dir",
         USER_DIR,
@@ -95,27 +143,7 @@ def trained(corpus, tmp_path_factory):
         "1",
         "--label-smoothing",
         "0.1",
-        "--arch",
-        "transformer",
-        "--share-all-embeddings",
-        "--encoder-layers",
-        "1",
-        "--decoder-layers",
-        "1",
-        "--encoder-embed-dim",
-        "64",
-        "--decoder-embed-dim",
-        "64",
-        "--encoder-ffn-embed-dim",
-        "128",
-        "--decoder-ffn-embed-dim",
-        "128",
-        "--encoder-attention-heads",
-        "4",
-        "--decoder-attention-heads",
-        "4",
-        "--dropout",
-        "0.1",
+        *ARCHITECTURE,
         "--optimizer",
         "adam",
         "--lr",
@@ -127,7 +155,7 @@ def trained(corpus, tmp_path_factory):
         "--max-tokens",
         "2048",
         "--max-update",
-        "300",
+        "1",
         "--seed",
         "1",
         "--cpu",
@@ -140,6 +168,7 @@ def trained(corpus, tmp_path_factory):
         "--save-interval",
         "1000",
     )
+    assert run.error is None, run.output[-3000:]
     return save / "checkpoint_last.pt"
 
 
@@ -168,16 +197,22 @@ def texts(found):
     return [found[i][0].split("\t")[2] for i in sorted(found)]
 
 
+def token_log_probs(found):
+    """The P lines' per-token scores (fairseq prints them in bits, to 4 decimals), in nats."""
+    return [
+        np.array([float(s) for s in found[i][1].split("\t")[1].split()]) * math.log(2)
+        for i in sorted(found)
+    ]
+
+
 @pytest.fixture(scope="module")
 def fairseq_translations(trained, exported, test_set):
-    """Beam-5 translations of the test set: the original through the plugin, the export
-    through plain fairseq."""
-    data, _, _ = test_set
-    original = run_cli(
-        BIN / "fairseq-generate", data, "--user-dir", USER_DIR, "--path", trained, *GENERATE
-    )
+    """Beam-5 translations of the test set: the original through the plugin (in this process),
+    the export through plain fairseq-generate."""
+    data, _ = test_set
+    original = plugin_generate(data, "--user-dir", USER_DIR, "--path", trained, *GENERATE)
     export = plain_fairseq("fairseq_cli.generate", data, "--path", exported[0], *GENERATE)
-    return hypotheses(original.stdout), hypotheses(export.stdout)
+    return hypotheses(original), hypotheses(export.stdout)
 
 
 def test_export_holds_only_weights_and_a_plain_stock_config(trained, exported):
@@ -230,31 +265,38 @@ def test_plain_fairseq_generate_translates_bit_for_bit_as_the_plugin(fairseq_tra
     assert sorted(export) == list(range(TEST_SENTENCES))
     assert export == original  # hypotheses, scores and positional scores
     assert all(texts(export))
+    # each sentence its own positional scores: what is compared depends on the input
+    assert len({lines[1] for lines in export.values()}) == TEST_SENTENCES
 
 
 def test_plain_fairseq_interactive_and_load_model_ensemble(
     exported, corpus, test_set, fairseq_translations, tmp_path
 ):
-    data, sources, _ = test_set
-    (tmp_path / "input.de").write_text("\n".join(sources[:20]) + "\n", encoding="utf-8")
-    interactive = plain_fairseq(
+    _, sources = test_set
+    (tmp_path / "input.de").write_text("\n".join(sources) + "\n", encoding="utf-8")
+    interactive = run_cli(
+        sys.executable,
+        "-c",
+        PLAIN_LOAD_THEN_RUN,
+        exported[0],
         "fairseq_cli.interactive",
         corpus.bin,
         "--path",
         exported[0],
-        "--beam",
-        "5",
+        *DECODING,
         "--buffer-size",
-        "20",
-        "--batch-size",
-        "20",
+        "50",
         "--input",
         tmp_path / "input.de",
-        "--cpu",
     )
-    assert texts(hypotheses(interactive.stdout)) == texts(fairseq_translations[1])[:20]
-    loaded = run_cli(sys.executable, "-c", PLAIN_LOAD, exported[0])
-    task, task_name, criterion, vocabulary = loaded.stdout.split()
+    found = hypotheses(interactive.stdout)
+    assert texts(found) == texts(fairseq_translations[1])
+    expected = token_log_probs(fairseq_translations[1])
+    assert all(
+        np.allclose(a, b, rtol=0, atol=1e-3) for a, b in zip(token_log_probs(found), expected)
+    )
+    (loaded,) = [line for line in interactive.stdout.splitlines() if line.startswith("loaded:")]
+    _, task, task_name, criterion, vocabulary = loaded.split()
     assert (task, task_name, criterion) == (
         "TranslationTask",
         "translation",
@@ -263,7 +305,7 @@ def test_plain_fairseq_interactive_and_load_model_ensemble(
     assert int(vocabulary) == sum(1 for _ in open(corpus.bin / "dict.de.txt")) + 4
 
 
-def ctranslate2_translations(model_dir, sources, tmp_path, env=None):
+def ctranslate2_translations(model_dir, sources, tmp_path):
     """rdrop-translate-ct2 on tokenized ``sources``: one thread, beam 5."""
     (tmp_path / "sources.txt").write_text("\n".join(sources) + "\n", encoding="utf-8")
     run_cli(
@@ -277,25 +319,51 @@ def ctranslate2_translations(model_dir, sources, tmp_path, env=None):
         "1",
         "--batch-size",
         "50",
-        env=env,
     )
     return (tmp_path / "ct2.txt").read_text(encoding="utf-8").splitlines()
 
 
-def test_ctranslate2_float32_agrees_with_fairseq(
+def ctranslate2_log_probs(model_dir, sources, found):
+    """The log-probability (nats) a CTranslate2 model gives each token of fairseq's hypotheses
+    ``found`` of ``sources``, end of sentence included, as fairseq's P lines list them."""
+    import ctranslate2
+
+    translator = ctranslate2.Translator(str(model_dir), device="cpu", intra_threads=1)
+    results = translator.score_batch(
+        [s.split() for s in sources], [t.split() for t in texts(found)]
+    )
+    return [np.array(r.log_probs) for r in results]
+
+
+def test_ctranslate2_float32_computes_as_fairseq(
     exported, test_set, fairseq_translations, tmp_path
 ):
-    _, sources, _ = test_set
-    fairseq = texts(fairseq_translations[1])
-    ct2 = ctranslate2_translations(exported[1], sources, tmp_path)
-    same = sum(a == b for a, b in zip(ct2, fairseq))
-    assert same >= 0.99 * len(sources), f"{same}/{len(sources)} lines agree"
+    """The float32 model translates every line, and gives every token of fairseq's beam-5
+    hypotheses the log-probability fairseq gave it, to 2e-4 nats. Measured on 38 models (1 to
+    100 updates, seeds 1 to 4): at most 5e-5 (fairseq prints bits to 4 decimals, 3.5e-5 nats),
+    while CTranslate2's text agreed with fairseq's on 54 % to 100 % of the lines (near ties);
+    one encoder bias vector of this model scaled by 1.01 moves a log-probability by 4e-4."""
+    _, sources = test_set
+    translations = ctranslate2_translations(exported[1], sources, tmp_path)
+    assert len(translations) == len(sources) and all(translations)
+    fairseq = token_log_probs(fairseq_translations[1])
+    ct2 = ctranslate2_log_probs(exported[1], sources, fairseq_translations[1])
+    assert [len(p) for p in ct2] == [len(p) for p in fairseq]
+    worst = max(np.abs(a - b).max() for a, b in zip(ct2, fairseq))
+    assert worst <= 2e-4, worst
 
 
-def test_ctranslate2_int8_bleu_within_half_a_point_of_fairseq(
-    trained, exported, corpus, test_set, fairseq_translations, tmp_path
+def test_ctranslate2_int8_is_smaller_and_computes_close_to_float32(
+    trained, exported, corpus, test_set, fairseq_translations, tmp_path, monkeypatch
 ):
-    _, sources, references = test_set
+    """--quantization int8: int8 matrices, a model that translates every line, and per-token
+    log-probabilities of fairseq's hypotheses within a few hundredths of a nat of the float32
+    model's. Measured on the 38 models of the float32 test: mean difference at most 0.0074 nats,
+    largest 0.084 (the same with CTranslate2's MKL and oneDNN int8 GEMM), while the int8 and
+    float32 texts agreed on 0 % to 100 % of the lines (near ties)."""
+    _, sources = test_set
+    # the command line of the exported fixture has run this check, before any conversion
+    monkeypatch.setattr(export_checkpoint, "check_plain_fairseq_loads", lambda path: None)
     export_checkpoint.main(
         [
             str(trained),
@@ -310,15 +378,28 @@ def test_ctranslate2_int8_bleu_within_half_a_point_of_fairseq(
     )
     weights = [os.path.getsize(d / "model.bin") for d in (exported[1], tmp_path / "int8")]
     assert weights[1] < 0.75 * weights[0]  # int8 matrices (the position table stays float)
-    fairseq = sacrebleu.corpus_bleu(texts(fairseq_translations[1]), [references]).score
-    # Intel MKL's int8 GEMM, CTranslate2's default on Intel CPUs. On AMD CPUs it defaults to
-    # oneDNN, whose int8 path without AVX-512 VNNI cost 3.4 BLEU on this model (MKL: +0.3).
-    int8 = sacrebleu.corpus_bleu(
-        ctranslate2_translations(tmp_path / "int8", sources, tmp_path, env={"CT2_USE_MKL": "1"}),
-        [references],
-    ).score
-    assert fairseq > 40  # the model translates: the comparison means something
-    assert abs(int8 - fairseq) <= 0.5, (int8, fairseq)
+    (tmp_path / "sources.txt").write_text("\n".join(sources) + "\n", encoding="utf-8")
+    translate_ctranslate2.main(
+        [
+            str(tmp_path / "int8"),
+            "--input",
+            str(tmp_path / "sources.txt"),
+            "--output",
+            str(tmp_path / "int8.txt"),
+            "--threads",
+            "1",
+            "--beam",
+            "1",  # this model's lines run to 200 words: greedy is 5 times faster
+        ]
+    )
+    translations = (tmp_path / "int8.txt").read_text(encoding="utf-8").splitlines()
+    assert len(translations) == len(sources) and all(translations)
+    found = fairseq_translations[1]
+    float32 = np.concatenate(ctranslate2_log_probs(exported[1], sources, found))
+    int8 = np.concatenate(ctranslate2_log_probs(tmp_path / "int8", sources, found))
+    assert float32.std() > 0.5  # the model's predictions differ: the bounds mean something
+    difference = np.abs(int8 - float32)
+    assert 0 < difference.mean() <= 0.03 and difference.max() <= 0.3, difference
 
 
 # -- bad input: one error line, a non-zero exit, nothing written --------------------------------
@@ -424,6 +505,8 @@ def test_a_failed_conversion_leaves_nothing(trained, corpus, tmp_path, monkeypat
         raise module.ToolError("conversion failed")
 
     monkeypatch.setattr(module, "convert_to_ctranslate2", fail)
+    # the check before the conversion (a fairseq process of its own: the exported fixture runs it)
+    monkeypatch.setattr(module, "check_plain_fairseq_loads", lambda path: None)
     with pytest.raises(SystemExit) as exit_info:
         module.main(
             [
