@@ -78,9 +78,21 @@ def json_records(text, key):
     return records
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Torch on one thread, as the commands run_cli starts (a multi-threaded tiny model crawls
+    when the CPU is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def generate_in_process(*args):
-    """fairseq-generate, with the plugin, in this process: what it prints. The random generators
-    and the root logger are left as they were."""
+    """fairseq-generate, with the plugin, in this process on one thread: what it prints. The
+    random generators and the root logger are left as they were."""
     from fairseq import options
     from fairseq_cli import generate
 
@@ -90,7 +102,7 @@ def generate_in_process(*args):
     root, text = logging.getLogger(), io.StringIO()
     handlers, level, numpy_state = list(root.handlers), root.level, np.random.get_state()
     try:
-        with torch.random.fork_rng(), contextlib.redirect_stdout(text):
+        with one_thread(), torch.random.fork_rng(), contextlib.redirect_stdout(text):
             generate.main(cfg)
     finally:
         np.random.set_state(numpy_state)
@@ -106,7 +118,8 @@ def trained(data_bin, tmp_path_factory):
     checkpoint_last.pt up to 40 (in this process)."""
     save = tmp_path_factory.mktemp("checkpoints")
     first = run_cli(BIN / "fairseq-train", *train_args(data_bin, save, FIRST))
-    second = fairseq_train(*train_args(data_bin, save, LAST))
+    with one_thread():
+        second = fairseq_train(*train_args(data_bin, save, LAST))
     assert second.error is None, second.output[-3000:]
     return save, first.stdout + first.stderr, second.output
 

@@ -92,9 +92,21 @@ def plain_fairseq(module, *args):
     return run_cli(sys.executable, "-c", PLAIN_FAIRSEQ, module, *args)
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Torch on one thread, as the commands run_cli starts: the same arithmetic (bit for bit),
+    and no crawling multi-threaded tiny model when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def plugin_generate(*args):
-    """fairseq-generate, with the plugin, in this process on one thread (as run_cli's commands
-    run): what it prints. The random generators and the root logger are left as they were."""
+    """fairseq-generate, with the plugin, in this process on one thread: what it prints. The
+    random generators and the root logger are left as they were."""
     from fairseq import options
     from fairseq_cli import generate
 
@@ -102,14 +114,11 @@ def plugin_generate(*args):
     parser.add_argument("--arch", "-a", default="wav2vec2")  # as fairseq-generate's cli_main
     cfg = options.parse_args_and_arch(parser, [str(a) for a in args])
     root, text = logging.getLogger(), io.StringIO()
-    threads, handlers, level = torch.get_num_threads(), list(root.handlers), root.level
-    numpy_state = np.random.get_state()
-    torch.set_num_threads(1)
+    handlers, level, numpy_state = list(root.handlers), root.level, np.random.get_state()
     try:
-        with torch.random.fork_rng(), contextlib.redirect_stdout(text):
+        with one_thread(), torch.random.fork_rng(), contextlib.redirect_stdout(text):
             generate.main(cfg)
     finally:
-        torch.set_num_threads(threads)
         np.random.set_state(numpy_state)
         for handler in set(root.handlers) - set(handlers):  # its logging.basicConfig
             root.removeHandler(handler)
@@ -131,43 +140,44 @@ def trained(corpus, tmp_path_factory):
     process: a checkpoint as fairseq-train writes it (weights, optimizer state, the plugin's
     task and criterion in its config)."""
     save = tmp_path_factory.mktemp("export-checkpoints")
-    run = fairseq_train(
-        corpus.bin,
-        "--user-dir",
-        USER_DIR,
-        "--task",
-        "rdrop_translation",
-        "--criterion",
-        "label_smoothed_cross_entropy_rdrop",
-        "--rdrop-alpha",
-        "1",
-        "--label-smoothing",
-        "0.1",
-        *ARCHITECTURE,
-        "--optimizer",
-        "adam",
-        "--lr",
-        "5e-3",
-        "--lr-scheduler",
-        "inverse_sqrt",
-        "--warmup-updates",
-        "50",
-        "--max-tokens",
-        "2048",
-        "--max-update",
-        "1",
-        "--seed",
-        "1",
-        "--cpu",
-        "--num-workers",
-        "0",
-        "--save-dir",
-        save,
-        "--no-epoch-checkpoints",
-        "--disable-validation",
-        "--save-interval",
-        "1000",
-    )
+    with one_thread():
+        run = fairseq_train(
+            corpus.bin,
+            "--user-dir",
+            USER_DIR,
+            "--task",
+            "rdrop_translation",
+            "--criterion",
+            "label_smoothed_cross_entropy_rdrop",
+            "--rdrop-alpha",
+            "1",
+            "--label-smoothing",
+            "0.1",
+            *ARCHITECTURE,
+            "--optimizer",
+            "adam",
+            "--lr",
+            "5e-3",
+            "--lr-scheduler",
+            "inverse_sqrt",
+            "--warmup-updates",
+            "50",
+            "--max-tokens",
+            "2048",
+            "--max-update",
+            "1",
+            "--seed",
+            "1",
+            "--cpu",
+            "--num-workers",
+            "0",
+            "--save-dir",
+            save,
+            "--no-epoch-checkpoints",
+            "--disable-validation",
+            "--save-interval",
+            "1000",
+        )
     assert run.error is None, run.output[-3000:]
     return save / "checkpoint_last.pt"
 
