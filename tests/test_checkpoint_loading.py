@@ -22,41 +22,13 @@ import torch
 from fairseq import checkpoint_utils, options
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, installs the safe loader)
-from rdrop_fairseq import fairseq_fixes
 from rdrop_fairseq.checkpoint_loading import load_checkpoint_file
 from rdrop_fairseq.errors import UsageError
 from support import BIN, USER_DIR
 from support.tiny_model import TINY_TRANSFORMER as TINY
-from support.training import fairseq_train
+from support.training import as_in_a_new_process, fairseq_train
 
 UPDATES = 2
-
-
-@contextlib.contextmanager
-def as_in_a_new_process():
-    """What a new fairseq process starts with, for a run in this one, and this process's state
-    back afterwards: one CPU thread (as the subprocesses' OMP_NUM_THREADS=1), no best validation
-    score of an earlier run (fairseq keeps it on ``checkpoint_utils.save_checkpoint``), none of
-    the plugin's log-once lines logged yet, torch's and numpy's global RNGs as they were (fairseq
-    seeds them)."""
-    threads, torch_rng, numpy_rng = (
-        torch.get_num_threads(),
-        torch.get_rng_state(),
-        np.random.get_state(),
-    )
-    saved = vars(checkpoint_utils.save_checkpoint)
-    had_best, best = "best" in saved, saved.pop("best", None)
-    with mock.patch.object(fairseq_fixes, "_logged", set()):
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
-            torch.set_rng_state(torch_rng)
-            np.random.set_state(numpy_rng)
-            saved.pop("best", None)
-            if had_best:
-                saved["best"] = best
 
 
 def train(*args):

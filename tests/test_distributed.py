@@ -14,7 +14,6 @@ continuing RNG stream. Batch order, the gradient sum, the normalisation by the a
 size, and the metrics (summed across workers, then ``reduce_metrics``) agree exactly.
 """
 
-import contextlib
 import io
 import math
 import re
@@ -26,7 +25,6 @@ import time
 from types import SimpleNamespace
 from unittest import mock
 
-import numpy as np
 import pytest
 import torch
 from fairseq import checkpoint_utils
@@ -35,13 +33,19 @@ from fairseq.logging import metrics
 from omegaconf import OmegaConf
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, installs the loader)
-from rdrop_fairseq import fairseq_fixes
 from rdrop_fairseq.criterion import LabelSmoothedCrossEntropyRDropCriterion as RDrop
 from rdrop_fairseq.errors import UsageError
 from rdrop_fairseq.task import RDropTranslationTask
 from support import LAUNCHER, launcher, run_cli
 from support.tiny_model import build
-from support.training import curve, fairseq_train, last_state, output, train_args
+from support.training import (
+    as_in_a_new_process,
+    curve,
+    fairseq_train,
+    last_state,
+    output,
+    train_args,
+)
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
@@ -71,33 +75,6 @@ RDropTranslationTask.train_step = seeded(RDropTranslationTask.train_step)
 sys.exit(fairseq_cli.train.cli_main())
 """
 )
-
-
-@contextlib.contextmanager
-def as_in_a_new_process():
-    """What a new fairseq-train process starts with, for a run in this one, and this process's
-    state back afterwards: one CPU thread (as the subprocesses' OMP_NUM_THREADS=1; GEMM results
-    depend on the thread count), no best validation score of an earlier run (fairseq keeps it on
-    ``checkpoint_utils.save_checkpoint``), none of the plugin's log-once lines logged yet, torch's
-    and numpy's global RNGs as they were (fairseq seeds them)."""
-    threads, torch_rng, numpy_rng = (
-        torch.get_num_threads(),
-        torch.get_rng_state(),
-        np.random.get_state(),
-    )
-    saved = vars(checkpoint_utils.save_checkpoint)
-    had_best, best = "best" in saved, saved.pop("best", None)
-    with mock.patch.object(fairseq_fixes, "_logged", set()):
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
-            torch.set_rng_state(torch_rng)
-            np.random.set_state(numpy_rng)
-            saved.pop("best", None)
-            if had_best:
-                saved["best"] = best
 
 
 @pytest.mark.slow

@@ -2,24 +2,22 @@
 in fairseq as installed, installed once, lazy (nothing probed at import), logged, and turned off
 by RDROP_FAIRSEQ_NO_FIXES=1; importing the plugin leaves sys.excepthook alone."""
 
-import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 from types import SimpleNamespace
-from unittest import mock
 
 import numpy as np
 import pytest
 import torch
-from fairseq import checkpoint_utils
 from fairseq.data import data_utils
 from omegaconf import OmegaConf
 
 import rdrop_fairseq  # noqa: F401  (installs the fixes)
 from rdrop_fairseq import fairseq_fixes
 from rdrop_fairseq.errors import UsageError
+from support.training import as_in_a_new_process
 
 
 def test_each_check_sees_the_bug_in_fairseq_as_installed_and_not_after_the_fix():
@@ -191,33 +189,6 @@ def test_import_is_lazy_logged_once_and_the_fixes_can_be_turned_off(no_fixes):
         )
         == 1
     )
-
-
-@contextlib.contextmanager
-def as_in_a_new_process():
-    """What a new fairseq-train process starts with, for a run in this one, and this process's
-    state back afterwards: one CPU thread (as the subprocesses' OMP_NUM_THREADS=1; GEMM results
-    depend on the thread count), no best validation score of an earlier run (fairseq keeps it on
-    ``checkpoint_utils.save_checkpoint``), none of the plugin's log-once lines logged yet, torch's
-    and numpy's global RNGs as they were (fairseq seeds them)."""
-    threads, torch_rng, numpy_rng = (
-        torch.get_num_threads(),
-        torch.get_rng_state(),
-        np.random.get_state(),
-    )
-    saved = vars(checkpoint_utils.save_checkpoint)
-    had_best, best = "best" in saved, saved.pop("best", None)
-    with mock.patch.object(fairseq_fixes, "_logged", set()):
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
-            torch.set_rng_state(torch_rng)
-            np.random.set_state(numpy_rng)
-            saved.pop("best", None)
-            if had_best:
-                saved["best"] = best
 
 
 #: fairseq-train where the plugin cannot be imported (so no fairseq in it has been changed)

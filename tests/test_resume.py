@@ -14,53 +14,29 @@ optimizer and scheduler state. The updates done after the checkpoint are lost an
 identically. Bit-exactness needs the same CPU thread count (GEMM results depend on it).
 """
 
-import contextlib
 import os
 import re
 import shutil
 import signal
 import subprocess
 import threading
-from unittest import mock
 
-import numpy as np
 import pytest
 import torch
 from fairseq import checkpoint_utils
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, installs the loader)
-from rdrop_fairseq import fairseq_fixes
 from support import BIN, run_cli
-from support.training import curve, fairseq_train, last_state, output, train_args
+from support.training import (
+    as_in_a_new_process,
+    curve,
+    fairseq_train,
+    last_state,
+    output,
+    train_args,
+)
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # a 16-dim model: threads only add contention
-
-
-@contextlib.contextmanager
-def as_in_a_new_process():
-    """What a new fairseq-train process starts with, for a run in this one, and this process's
-    state back afterwards: one CPU thread (as the processes' OMP_NUM_THREADS=1), no best
-    validation score of an earlier run (fairseq keeps it on ``checkpoint_utils.save_checkpoint``),
-    none of the plugin's log-once lines logged yet, and torch's and numpy's global RNGs as they
-    were (fairseq seeds them)."""
-    threads, torch_rng, numpy_rng = (
-        torch.get_num_threads(),
-        torch.get_rng_state(),
-        np.random.get_state(),
-    )
-    saved = vars(checkpoint_utils.save_checkpoint)
-    had_best, best = "best" in saved, saved.pop("best", None)
-    with mock.patch.object(fairseq_fixes, "_logged", set()):
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
-            torch.set_rng_state(torch_rng)
-            np.random.set_state(numpy_rng)
-            saved.pop("best", None)
-            if had_best:
-                saved["best"] = best
 
 
 def train_here(*args):

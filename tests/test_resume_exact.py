@@ -18,52 +18,29 @@ checkpoint_last.pt; rank 0 loads it and broadcasts the state, config included, t
 unpickles it through the plugin's loader.
 """
 
-import contextlib
 import re
 import shutil
-from unittest import mock
 
-import numpy as np
 import pytest
 import torch
 from fairseq import checkpoint_utils, trainer
 
 import rdrop_fairseq  # noqa: F401  (registers the task and criterion, installs the fixes)
-from rdrop_fairseq import fairseq_fixes, resume
+from rdrop_fairseq import resume
 from support import LAUNCHER, run_cli
 from support.tiny_model import build
-from support.training import curve, fairseq_train, last_state, output, train_args
+from support.training import (
+    as_in_a_new_process,
+    curve,
+    fairseq_train,
+    last_state,
+    output,
+    train_args,
+)
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 NO_DROPOUT = ("--dropout", "0")
 RESUMED_LINE = "the training batches are those a run that never stopped built in epoch 1"
-
-
-@contextlib.contextmanager
-def as_in_a_new_process():
-    """What a new fairseq-train process starts with, for a run in this one, and this process's
-    state back afterwards: one CPU thread (as the subprocesses' OMP_NUM_THREADS=1; GEMM results
-    depend on the thread count), no best validation score of an earlier run (fairseq keeps it
-    on ``checkpoint_utils.save_checkpoint``), none of the plugin's log-once lines logged yet,
-    and torch's and numpy's global RNGs as they were (fairseq seeds them)."""
-    threads, torch_rng, numpy_rng = (
-        torch.get_num_threads(),
-        torch.get_rng_state(),
-        np.random.get_state(),
-    )
-    saved = vars(checkpoint_utils.save_checkpoint)
-    had_best, best = "best" in saved, saved.pop("best", None)
-    with mock.patch.object(fairseq_fixes, "_logged", set()):
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
-            torch.set_rng_state(torch_rng)
-            np.random.set_state(numpy_rng)
-            saved.pop("best", None)
-            if had_best:
-                saved["best"] = best
 
 
 def train(data, save, updates, *extra):

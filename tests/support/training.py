@@ -1,9 +1,15 @@
 """``fairseq-train`` runs of the tiny Transformer with the plugin, and what tests read back from
 them: the logged loss curve, the process output, the last checkpoint."""
 
+import contextlib
 import re
+from unittest import mock
 
+import numpy as np
+import torch
 from fairseq import checkpoint_utils
+
+from rdrop_fairseq import fairseq_fixes
 
 from . import USER_DIR
 from .tiny_model import TINY_TRANSFORMER
@@ -152,3 +158,30 @@ def fairseq_train(*args):
         if checkpoint_saving._read_lock(lock).get("pid") == os.getpid():
             os.remove(lock)
     return Run(text.getvalue(), error)
+
+
+@contextlib.contextmanager
+def as_in_a_new_process():
+    """What a new fairseq-train process starts with, for a run in this one, and this process's
+    state back afterwards: one CPU thread (as the processes' OMP_NUM_THREADS=1), no best
+    validation score of an earlier run (fairseq keeps it on ``checkpoint_utils.save_checkpoint``),
+    none of the plugin's log-once lines logged yet, and torch's and numpy's global RNGs as they
+    were (fairseq seeds them)."""
+    threads, torch_rng, numpy_rng = (
+        torch.get_num_threads(),
+        torch.get_rng_state(),
+        np.random.get_state(),
+    )
+    saved = vars(checkpoint_utils.save_checkpoint)
+    had_best, best = "best" in saved, saved.pop("best", None)
+    with mock.patch.object(fairseq_fixes, "_logged", set()):
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            torch.set_rng_state(torch_rng)
+            np.random.set_state(numpy_rng)
+            saved.pop("best", None)
+            if had_best:
+                saved["best"] = best
