@@ -4,14 +4,8 @@ a checkpoint without the record loads as before. The commands run in this proces
 is the message of the UsageError they end with, which the command line prints as ``error: ...``
 (the command lines themselves: tests/test_training_errors.py)."""
 
-import contextlib
-import importlib
-import io
-import logging
 import re
 import shutil
-import sys
-from unittest import mock
 
 import pytest
 import torch
@@ -21,32 +15,7 @@ import rdrop_fairseq  # noqa: F401  (installs the fixes)
 from rdrop_fairseq import dictionary_check
 from rdrop_fairseq.errors import UsageError
 from support import USER_DIR
-from support.training import Run, fairseq_train, last_state, train_args
-
-
-def fairseq_command(command, *args):
-    """fairseq-``command``'s ``cli_main`` (generate, validate) in this process, on ``args``: a
-    :class:`Run` with what it printed and the :class:`UsageError` it ended with (else None), as
-    ``fairseq_train``. The plugin's hook prints that error as the command line's ``error:`` line
-    (tests/test_training_errors.py runs fairseq-generate for it)."""
-    module = importlib.import_module(f"fairseq_cli.{command}")
-    text, error = io.StringIO(), None
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level  # fairseq-validate resets the logging
-    argv = [f"fairseq-{command}", *[str(a) for a in args]]
-    try:
-        with (
-            mock.patch.object(sys, "argv", argv),
-            contextlib.redirect_stdout(text),
-            contextlib.redirect_stderr(text),
-        ):
-            module.cli_main()
-    except UsageError as e:
-        error = e
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    return Run(text.getvalue(), error)
+from support.training import fairseq_command, fairseq_train, last_state, train_args
 
 
 def data_copy(data_bin, out, change=None):

@@ -8,14 +8,9 @@ Each mistake runs fairseq-train (or fairseq-generate) in this process, where it 
 line (or with argparse's ``SystemExit(2)``). The command lines themselves run once for each way
 they end: the plugin's hook in fairseq-train and in fairseq-generate, and argparse."""
 
-import contextlib
 import hashlib
-import io
-import logging
 import re
 import shutil
-import sys
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -25,7 +20,7 @@ from fairseq.data import indexed_dataset
 
 from rdrop_fairseq.errors import UsageError
 from support import BIN, USER_DIR, run_cli
-from support.training import Run, fairseq_train, output, train_args
+from support.training import fairseq_command, fairseq_train, output, train_args
 
 
 def last_line(text):
@@ -34,30 +29,6 @@ def last_line(text):
 
 def digests(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
-
-
-def fairseq_generate(*args):
-    """fairseq-generate's ``cli_main`` in this process, on ``args``: a :class:`Run` with what it
-    printed and the :class:`UsageError` it ended with (else None), as ``fairseq_train``."""
-    from fairseq_cli import generate
-
-    text, error = io.StringIO(), None
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level  # generate may configure logging
-    argv = ["fairseq-generate", *[str(a) for a in args]]
-    try:
-        with (
-            mock.patch.object(sys, "argv", argv),
-            contextlib.redirect_stdout(text),
-            contextlib.redirect_stderr(text),
-        ):
-            generate.cli_main()
-    except UsageError as e:
-        error = e
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    return Run(text.getvalue(), error)
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +277,7 @@ def test_bad_input_fails_with_one_clear_error_and_touches_nothing(
 ):
     command, args, save, pattern = bad_input_cases(data_bin, existing_run, tmp_path)[name]()
     before = digests(save)
-    run = (fairseq_generate if command == "generate" else fairseq_train)(*args)
+    run = fairseq_command("generate", *args) if command == "generate" else fairseq_train(*args)
     if name == ARGPARSE:
         assert isinstance(run.error, SystemExit) and run.error.code == 2, run.output[-3000:]
         assert re.match(pattern, last_line(run.output)), last_line(run.output)

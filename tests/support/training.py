@@ -95,6 +95,39 @@ class Run:
         self.output, self.error = output, error
 
 
+def fairseq_command(command, *args):
+    """fairseq-``command``'s ``cli_main`` (generate, validate) in this process, on ``args``: a
+    :class:`Run` with what it printed and the :class:`UsageError` it ended with (else None), as
+    :func:`fairseq_train`."""
+    import contextlib
+    import importlib
+    import io
+    import logging
+    import sys
+    from unittest import mock
+
+    from rdrop_fairseq.errors import UsageError
+
+    module = importlib.import_module(f"fairseq_cli.{command}")
+    text, error = io.StringIO(), None
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # fairseq-validate resets the logging
+    argv = [f"fairseq-{command}", *[str(a) for a in args]]
+    try:
+        with (
+            mock.patch.object(sys, "argv", argv),
+            contextlib.redirect_stdout(text),
+            contextlib.redirect_stderr(text),
+        ):
+            module.cli_main()
+    except UsageError as e:
+        error = e
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return Run(text.getvalue(), error)
+
+
 def fairseq_train(*args):
     """fairseq-train's ``cli_main`` in this process, on ``args``: what the command line runs, less
     starting Python and importing torch and fairseq again (seconds a run). A ``UsageError`` or
